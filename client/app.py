@@ -1,0 +1,136 @@
+"""The ClientApp: local training and personalized evaluation on one partition.
+
+The same app runs in simulation (a Ray actor serving many virtual SuperNodes) and in
+deployment (a SuperNode over gRPC). It learns the scenario from the run config
+(``context.run_config``, the flattened scenario) unless the simulator hands it one,
+and its partition from the node config (``partition-id``, ``num-partitions``).
+
+Messages:
+
+* ``query``: reply ``partition-id`` and ``num-examples`` (the server's roster);
+* ``train``: load ``arrays``, train locally, reply ``arrays`` and ``train_loss``;
+* ``evaluate``: load ``arrays``, score them on the client's own label-matched test
+  split, reply ``accuracy`` and ``loss`` (the personalized accuracy).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from flowerbed.client.task import ClientData, client_data, reusable_model, round_seed
+from flowerbed.client.trainer import TrainSettings, evaluate, train_local
+from flowerbed.sims.config import DATA_ROOT_KEY, ConfigError, Scenario
+
+#: Key of the per-client state record in ``Context.state``.
+STATE_KEY = "flowerbed"
+
+
+@functools.lru_cache(maxsize=8)
+def _scenario_from(items: frozenset) -> Scenario:
+    return Scenario.from_run_config(dict(items))
+
+
+def resolve_scenario(context: Context, given: Scenario | None) -> Scenario:
+    """The simulator's scenario, else the run config's; a node's ``data-root`` wins."""
+    if given is None:
+        given = _scenario_from(frozenset(context.run_config.items()))
+    root = context.node_config.get("data-root")
+    if root:
+        given = given.model_copy(update={"dataset": given.dataset.model_copy(update={"root": str(root)})})
+    return given
+
+
+def partition_of(context: Context, scenario: Scenario) -> int:
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config.get("num-partitions", scenario.partition.num_clients))
+    if num_partitions != scenario.partition.num_clients:
+        raise ConfigError(
+            f"node config num-partitions={num_partitions} differs from "
+            f"partition.num_clients={scenario.partition.num_clients}"
+        )
+    if not 0 <= partition_id < num_partitions:
+        raise ConfigError(f"node config partition-id={partition_id} is outside 0..{num_partitions - 1}")
+    return partition_id
+
+
+@functools.cache
+def _limit_threads(num_cpus: float) -> None:
+    # One process per client slot: intra-op threads beyond its CPU share only contend.
+    torch.set_num_threads(max(1, int(num_cpus)))
+
+
+def client_state(context: Context) -> ConfigRecord:
+    """This client's own record in ``Context.state``; it persists across rounds."""
+    if STATE_KEY not in context.state.config_records:
+        context.state[STATE_KEY] = ConfigRecord({"rounds": 0, "first-round": 0})
+    return context.state.config_records[STATE_KEY]
+
+
+def _setup(message: Message, context: Context, given: Scenario | None) -> tuple[Scenario, int, ClientData]:
+    scenario = resolve_scenario(context, given)
+    _limit_threads(scenario.client.num_cpus)
+    partition_id = partition_of(context, scenario)
+    return scenario, partition_id, client_data(scenario, partition_id)
+
+
+def build_client_app(scenario: Scenario | None = None) -> ClientApp:
+    """A ClientApp bound to ``scenario``, or reading it from the run config if None."""
+    app = ClientApp()
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        _, partition_id, data = _setup(message, context, scenario)
+        metrics = MetricRecord({"partition-id": partition_id, "num-examples": len(data.y_train)})
+        return Message(RecordDict({"metrics": metrics}), reply_to=message)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        resolved, partition_id, data = _setup(message, context, scenario)
+        config = message.content["config"]
+        server_round = int(config["server-round"])
+        model = reusable_model(resolved)
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        settings = TrainSettings.from_scenario(resolved.client, float(config.get("proximal-mu", 0.0)))
+        seed = round_seed(resolved, server_round, partition_id)
+        torch.manual_seed(seed)
+        loss = train_local(model, data.x_train, data.y_train, settings,
+                           torch.Generator().manual_seed(seed))
+
+        state = client_state(context)
+        state["rounds"] = int(state["rounds"]) + 1
+        if int(state["first-round"]) == 0:
+            state["first-round"] = server_round
+
+        metrics = MetricRecord({
+            "num-examples": len(data.y_train),
+            "train_loss": loss,
+            "partition-id": partition_id,
+            "state-rounds": int(state["rounds"]),
+            "state-first-round": int(state["first-round"]),
+        })
+        arrays = ArrayRecord(model.state_dict())
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
+
+    @app.evaluate()
+    def evaluate_local(message: Message, context: Context) -> Message:
+        resolved, partition_id, data = _setup(message, context, scenario)
+        model = reusable_model(resolved)
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        loss, accuracy = evaluate(model, data.x_test, data.y_test)
+        metrics = MetricRecord({
+            "num-examples": len(data.y_test),
+            "loss": loss,
+            "accuracy": accuracy,
+            "partition-id": partition_id,
+        })
+        return Message(RecordDict({"metrics": metrics}), reply_to=message)
+
+    return app
+
+
+#: The app `flwr run` and SuperNodes load (scenario from the run config).
+app = build_client_app()

@@ -1,0 +1,1 @@
+"""Server side: the ServerApp, the simulation launcher, MLflow tracking and the CLI."""

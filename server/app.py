@@ -1,0 +1,164 @@
+"""The ServerApp: a registry strategy driven by Flower's own round loop, logged to MLflow.
+
+``strategy.start`` runs the rounds; flowerbed adds around it a roster of the nodes
+(:class:`~flowerbed.server.grid.RosterGrid`), server-side evaluation of the global
+model on the balanced test set, and one MLflow run with every round's metrics.
+The same app runs under the Simulation Engine and over gRPC.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from flowerbed.client.task import new_model, test_data
+from flowerbed.client.trainer import evaluate
+from flowerbed.server.grid import RosterGrid, Traffic
+from flowerbed.server.tracking import RunTracker
+from flowerbed.sims.config import Scenario
+from flowerbed.strategies import STRATEGIES
+
+#: How long the server waits for replies in one round before counting them failed.
+ROUND_TIMEOUT_S = 3600.0
+
+
+@dataclass
+class RunSummary:
+    """What a finished run logged: the MLflow run and every round's metrics."""
+
+    run_id: str
+    history: dict[int, dict[str, float]]
+    # round -> message type -> partition id -> that client's reply metrics
+    client_metrics: dict[int, dict[str, dict[int, dict[str, float]]]] = field(default_factory=dict)
+
+
+def build_strategy(scenario: Scenario):  # -> flwr Strategy
+    sampling = scenario.sampling
+    return STRATEGIES[scenario.strategy.name].build(
+        scenario.strategy.params,
+        fraction_train=sampling.fraction_train,
+        fraction_evaluate=sampling.fraction_evaluate,
+        min_train_nodes=sampling.min_clients,
+        min_evaluate_nodes=sampling.min_clients,
+        # Wait for every partition: the roster has already seen them all.
+        min_available_nodes=scenario.partition.num_clients,
+    )
+
+
+def _mean(values: list[float], weights: list[float] | None = None) -> float:
+    return float(np.average(values, weights=weights))
+
+
+def client_round_metrics(traffic: Traffic) -> dict[str, float]:
+    """Round metrics from the clients' replies: losses, personalized accuracies, counts."""
+    out: dict[str, float] = {
+        "clients_ok": traffic.ok.get("train", 0),
+        "clients_failed": sum(traffic.failed.values()),
+        "bytes_sent": traffic.bytes_sent,
+        "bytes_received": traffic.bytes_received,
+    }
+    trained = list(traffic.metrics.get("train", {}).values())
+    if trained:
+        out["train_loss"] = _mean([m["train_loss"] for m in trained], [m["num-examples"] for m in trained])
+    scored = [m for m in traffic.metrics.get("evaluate", {}).values() if m.get("num-examples", 0) > 0]
+    if scored:
+        weights = [m["num-examples"] for m in scored]
+        out["personalized_accuracy"] = _mean([m["accuracy"] for m in scored])
+        out["personalized_accuracy_weighted"] = _mean([m["accuracy"] for m in scored], weights)
+        out["personalized_loss"] = _mean([m["loss"] for m in scored], weights)
+        # Strategies may report more personalized metrics under the same prefix.
+        extra = {k for m in scored for k in m if k.startswith("personalized_")}
+        for key in sorted(extra):
+            out[key] = _mean([m[key] for m in scored if key in m])
+    return out
+
+
+class RoundHook:
+    """Flower's ``evaluate_fn``: called before round 1 and after every round.
+
+    It scores the global model on the balanced test set, gathers the round's client
+    metrics from the grid, and logs the lot to MLflow at ``step = round``.
+    """
+
+    def __init__(self, scenario: Scenario, grid: RosterGrid, tracker: RunTracker,
+                 summary: RunSummary) -> None:
+        self.scenario = scenario
+        self.grid = grid
+        self.tracker = tracker
+        self.summary = summary
+        self.model = new_model(scenario)
+        self.x_test, self.y_test = test_data(scenario)
+        self._round_start = time.perf_counter()
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        loss, accuracy = evaluate_global(self.model, self.x_test, self.y_test)
+        metrics = {"global_accuracy": accuracy, "global_loss": loss}
+        traffic = self.grid.take_traffic()
+        if server_round > 0:
+            metrics.update(client_round_metrics(traffic))
+            metrics["round_seconds"] = time.perf_counter() - self._round_start
+            self.summary.client_metrics[server_round] = traffic.metrics
+        self.tracker.log_round(server_round, metrics)
+        self._round_start = time.perf_counter()
+        return MetricRecord({"accuracy": accuracy, "loss": loss})
+
+
+def evaluate_global(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """The global model on the held-out test set (a seam for tests to fail a round)."""
+    return evaluate(model, x, y)
+
+
+def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.stdout) -> RunSummary:
+    """Run ``scenario``'s strategy over ``grid`` and log it; returns what was logged."""
+    # Flower samples clients with the module-level `random`: seed it for reproducibility.
+    random.seed(scenario.seed)
+    torch.manual_seed(scenario.seed)
+    roster = RosterGrid(grid)
+    tracker = RunTracker(scenario, progress=progress)
+    with tracker.active():
+        summary = RunSummary(run_id=tracker.run_id or "", history=tracker.history)
+        roster.build_roster(scenario.partition.num_clients, timeout=ROUND_TIMEOUT_S)
+        hook = RoundHook(scenario, roster, tracker, summary)
+        result = build_strategy(scenario).start(
+            grid=roster,
+            initial_arrays=ArrayRecord(new_model(scenario).state_dict()),
+            num_rounds=scenario.rounds,
+            timeout=ROUND_TIMEOUT_S,
+            train_config=ConfigRecord(),
+            evaluate_config=ConfigRecord(),
+            evaluate_fn=hook,
+        )
+        tracker.log_state_dict(result.arrays.to_torch_state_dict())
+    return summary
+
+
+def build_server_app(
+    scenario: Scenario | None = None,
+    on_finish: Callable[[RunSummary], None] | None = None,
+    progress: TextIO | None = sys.stdout,
+) -> ServerApp:
+    """A ServerApp bound to ``scenario``, or reading it from the run config if None."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        resolved = scenario or Scenario.from_run_config(context.run_config)
+        summary = run_server(grid, resolved, progress=progress)
+        if on_finish is not None:
+            on_finish(summary)
+
+    return app
+
+
+#: The app `flwr run` and the SuperLink load (scenario from the run config).
+app = build_server_app()

@@ -1,0 +1,119 @@
+"""One MLflow run per simulation, written as the rounds go.
+
+Each round's metrics are logged the moment the round ends, so a run that fails
+mid-way ends with status FAILED and keeps everything logged before the failure.
+The embedded default store is a SQLite file (MLflow 3 refuses a plain ``./mlruns``
+file store): ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import tomli_w
+import torch
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from flowerbed.sims.config import Scenario
+
+#: Tag set on every simulation run, so summaries and other runs can be told apart.
+KIND_TAG = "flowerbed.kind"
+MLFLOW_BATCH = 100  # MLflow accepts at most 100 params per log_batch call.
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def format_progress(round_: int, rounds: int, metrics: dict[str, float]) -> str:
+    """The live per-round line: round, clients, loss, accuracies, seconds."""
+    parts = [f"round {round_:>3}/{rounds}"]
+    if "clients_ok" in metrics:
+        parts.append(f"clients {int(metrics['clients_ok'])} ok {int(metrics['clients_failed'])} failed")
+    for key, label in (("train_loss", "loss"), ("global_accuracy", "global acc"),
+                       ("personalized_accuracy", "pers acc")):
+        if key in metrics:
+            parts.append(f"{label} {metrics[key]:.4f}")
+    if "round_seconds" in metrics:
+        parts.append(f"{metrics['round_seconds']:.1f}s")
+    return " | ".join(parts)
+
+
+class RunTracker:
+    """Logs one simulation to MLflow: params, per-round metrics, artifacts, tags."""
+
+    def __init__(self, scenario: Scenario, progress: TextIO | None = sys.stdout) -> None:
+        self.scenario = scenario
+        self.client = MlflowClient(tracking_uri=scenario.mlflow.tracking_uri)
+        self.progress = progress
+        self.run_id: str | None = None
+        self.history: dict[int, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["RunTracker"]:
+        """Create the run; end it FINISHED, FAILED (exception) or KILLED (interrupt)."""
+        s = self.scenario
+        experiment_id = get_or_create_experiment(self.client, s.mlflow.experiment)
+        tags = {
+            KIND_TAG: "simulation",
+            "strategy": s.strategy.name,
+            "dataset": s.dataset.name,
+            "partition": s.partition.kind,
+            "seed": str(s.seed),
+            "git_commit": git_commit(),
+        }
+        run = self.client.create_run(experiment_id, tags=tags,
+                                     run_name=f"{s.strategy.name}-{s.dataset.name}-seed{s.seed}")
+        self.run_id = run.info.run_id
+        status = RunStatus.to_string(RunStatus.FAILED)
+        try:
+            self._log_config()
+            yield self
+            status = RunStatus.to_string(RunStatus.FINISHED)
+        except KeyboardInterrupt:
+            status = RunStatus.to_string(RunStatus.KILLED)
+            raise
+        finally:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def _log_config(self) -> None:
+        params = [Param(k, str(v)) for k, v in self.scenario.to_run_config().items()]
+        for start in range(0, len(params), MLFLOW_BATCH):
+            self.client.log_batch(self.run_id, params=params[start:start + MLFLOW_BATCH])
+        self.client.log_text(self.run_id, tomli_w.dumps(self.scenario.to_dict()), "config.toml")
+
+    def log_round(self, server_round: int, metrics: dict[str, float]) -> None:
+        """Log one round's metrics at ``step = server_round`` and print the progress line."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, server_round) for k, v in sorted(metrics.items())]
+        self.client.log_batch(self.run_id, metrics=batch)
+        self.history.setdefault(server_round, {}).update(metrics)
+        if self.progress is not None:
+            print(format_progress(server_round, self.scenario.rounds, metrics), file=self.progress, flush=True)
+
+    def log_tags(self, tags: dict[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_state_dict(self, state_dict: dict[str, torch.Tensor], name: str = "global_model.pt") -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            torch.save(state_dict, path)
+            self.client.log_artifact(self.run_id, str(path))

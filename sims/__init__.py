@@ -1,0 +1,1 @@
+"""Scenarios: their schema, datasets, partitions and models, and the scenario files."""

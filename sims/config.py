@@ -1,0 +1,288 @@
+"""Scenario files: the schema, loading, ``--set`` overrides and the Flower run-config form.
+
+A scenario is a TOML file::
+
+    seed = 0
+    rounds = 10
+    [dataset]    name = "digits"
+    [partition]  kind = "dirichlet", num_clients = 10, alpha = 0.3
+    [model]      name = "mlp"
+    [strategy]   name = "fedavg"            # plus the strategy's own parameters
+    [client]     local_epochs, batch_size, lr, optimizer, num_cpus, num_gpus
+    [sampling]   fraction_train, fraction_evaluate, min_clients
+    [mlflow]     experiment, tracking_uri
+
+Everything is validated before any worker starts; :class:`ConfigError` carries a
+one-line message that names the bad key and, where there is a closed set, the
+allowed values.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flowerbed.sims.datasets import DATASETS
+from flowerbed.sims.models import MODELS
+
+#: The Flower run-config key holding the data root, when one is given.
+DATA_ROOT_KEY = "dataset.root"
+
+
+class ConfigError(ValueError):
+    """A scenario that cannot run; ``str(err)`` is a one-line message naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Section):
+    name: Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+    # Where datasets live; None: --data-root, $FLOWERBED_DATA_ROOT, ~/.cache/flowerbed.
+    root: str | None = None
+
+
+class _PartitionBase(_Section):
+    num_clients: int = Field(ge=1, le=100_000)
+    # Smallest training partition accepted; flwr-datasets redraws until it holds.
+    min_partition_size: int = Field(default=0, ge=0)
+    # Each client's local test split: this many test samples per training sample,
+    # drawn from the held-out test set by the client's own label distribution.
+    local_test_ratio: float = Field(default=0.25, gt=0, le=10)
+
+
+class IidPartition(_PartitionBase):
+    kind: Literal["iid"]
+
+
+class DirichletPartition(_PartitionBase):
+    kind: Literal["dirichlet"]
+    alpha: float = Field(gt=0)
+
+
+class PathologicalPartition(_PartitionBase):
+    kind: Literal["pathological"]
+    classes_per_client: int = Field(default=2, ge=1)
+
+
+PartitionConfig = Annotated[
+    IidPartition | DirichletPartition | PathologicalPartition,
+    Field(discriminator="kind"),
+]
+
+
+class ModelConfig(_Section):
+    name: Literal[tuple(MODELS)]  # type: ignore[valid-type]
+    hidden: int = Field(default=64, ge=1)
+
+
+class StrategyConfig(BaseModel):
+    """``name`` plus the strategy's own parameters, checked against its registry entry."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @model_validator(mode="after")
+    def _check_params(self) -> "StrategyConfig":
+        from flowerbed.strategies import STRATEGIES
+
+        if self.name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.name!r}; allowed: {', '.join(STRATEGIES)}")
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ClientConfig(_Section):
+    local_epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    # Ray resources per simulated client. One CPU each: Flower's default of two gives
+    # a single worker, and no parallelism, on a 2-core machine.
+    num_cpus: float = Field(default=1.0, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+
+
+class SamplingConfig(_Section):
+    fraction_train: float = Field(default=1.0, ge=0, le=1)
+    fraction_evaluate: float = Field(default=1.0, ge=0, le=1)
+    min_clients: int = Field(default=2, ge=1)
+
+
+class MlflowConfig(_Section):
+    experiment: str = Field(default="flowerbed", min_length=1)
+    tracking_uri: str = "sqlite:///mlflow.db"
+
+
+class Scenario(_Section):
+    """A whole, validated scenario."""
+
+    seed: int = Field(default=0, ge=0)
+    rounds: int = Field(ge=1)
+    dataset: DatasetConfig
+    partition: PartitionConfig
+    model: ModelConfig
+    strategy: StrategyConfig
+    client: ClientConfig = ClientConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="after")
+    def _check_cross_keys(self) -> "Scenario":
+        if self.sampling.min_clients > self.partition.num_clients:
+            raise ValueError(
+                f"sampling.min_clients={self.sampling.min_clients} exceeds "
+                f"partition.num_clients={self.partition.num_clients}"
+            )
+        return self
+
+    # --- conversions ---------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved scenario, every default filled in; None values dropped."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return data
+
+    def to_run_config(self) -> dict[str, bool | int | float | str]:
+        """Flattened to Flower's run-config form (dotted keys, scalar values)."""
+        return flatten(self.to_dict())
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> "Scenario":
+        return parse_scenario(unflatten(dict(run_config)))
+
+
+# --- dict helpers -------------------------------------------------------------------
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{path}: {part!r} is a value, not a table")
+            node = child
+        node[leaf] = value
+    return tree
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax (3, 0.1, true, "x"), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides with dotted keys (``strategy.proximal_mu=0.01``)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        node = tree
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is a value, not a table")
+            node = child
+        node[leaf] = parse_value(text.strip())
+    return tree
+
+
+# --- loading and error messages -----------------------------------------------------
+
+
+def _format_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """The first error of a pydantic validation, as one line naming the dotted key."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    # A discriminated union puts the tag ("dirichlet") into the path: drop it.
+    if len(loc) >= 2 and loc[0] == "partition" and loc[1] in _PARTITION_KINDS:
+        loc.pop(1)
+    key = ".".join(loc) or "<scenario>"
+    kind = first["type"]
+    got = first.get("input")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(["name", *model.model_fields]) if model else _allowed_keys(loc)
+        return f"{key}: unknown key; allowed keys here: {allowed}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return f"{key}.kind: {got.get('kind') if isinstance(got, dict) else got!r} is not a partition kind; allowed: {', '.join(_PARTITION_KINDS)}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"{key}: {got!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+    return f"{key}: {msg} (got {got!r})" if not isinstance(got, dict) else f"{key}: {msg}"
+
+
+_PARTITION_KINDS = ("iid", "dirichlet", "pathological")
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "dataset": DatasetConfig,
+    "model": ModelConfig,
+    "client": ClientConfig,
+    "sampling": SamplingConfig,
+    "mlflow": MlflowConfig,
+}
+
+
+def _allowed_keys(loc: list[str]) -> str:
+    if len(loc) == 1:
+        return ", ".join(Scenario.model_fields)
+    model = _SECTIONS.get(loc[0])
+    if model is None and loc[0] == "partition":
+        return "kind, num_clients and the kind's parameters"
+    if model is None and loc[0] == "strategy":
+        return "name and the strategy's parameters"
+    return ", ".join(model.model_fields) if model else "?"
+
+
+def parse_scenario(tree: dict[str, Any]) -> Scenario:
+    from flowerbed.strategies import STRATEGIES
+
+    try:
+        scenario = Scenario.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    params_model = STRATEGIES[scenario.strategy.name].params
+    try:
+        params_model.model_validate(scenario.strategy.params)
+    except ValidationError as err:
+        raise ConfigError(f"strategy.{_format_error(err, params_model)}") from None
+    return scenario
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: scenario file not found")
+    try:
+        tree = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    return parse_scenario(apply_overrides(tree, overrides or []))
