@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowerbed.sims.datasets import DATASETS
 from flowerbed.sims.models import MODELS
@@ -86,13 +86,14 @@ class StrategyConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
 
-    @model_validator(mode="after")
-    def _check_params(self) -> "StrategyConfig":
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
         from flowerbed.strategies import STRATEGIES
 
-        if self.name not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.name!r}; allowed: {', '.join(STRATEGIES)}")
-        return self
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}")
+        return name
 
     @property
     def params(self) -> dict[str, Any]:
@@ -223,24 +224,34 @@ def _format_error(err: ValidationError, model: type[BaseModel] | None = None) ->
     loc = [str(p) for p in first["loc"]]
     # A discriminated union puts the tag ("dirichlet") into the path: drop it.
     if len(loc) >= 2 and loc[0] == "partition" and loc[1] in _PARTITION_KINDS:
-        loc.pop(1)
-    key = ".".join(loc) or "<scenario>"
+        model = _PARTITION_KINDS[loc.pop(1)]
+    key = ".".join(loc)
     kind = first["type"]
     got = first.get("input")
+    msg = first["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        allowed = ", ".join(["name", *model.model_fields]) if model else _allowed_keys(loc)
+        owner = model or (_SECTIONS.get(loc[0]) if len(loc) > 1 else Scenario)
+        allowed = ", ".join(owner.model_fields) if owner else "?"
         return f"{key}: unknown key; allowed keys here: {allowed}"
     if kind == "missing":
         return f"{key}: required key is missing"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return f"{key}.kind: {got.get('kind') if isinstance(got, dict) else got!r} is not a partition kind; allowed: {', '.join(_PARTITION_KINDS)}"
-    msg = first["msg"].removeprefix("Value error, ")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = got.get("kind") if isinstance(got, dict) else got
+        return f"{key}.kind: {tag!r} is not a partition kind; allowed: {', '.join(_PARTITION_KINDS)}"
     if kind == "literal_error":
         return f"{key}: {got!r} is not allowed; {msg[0].lower()}{msg[1:]}"
-    return f"{key}: {msg} (got {got!r})" if not isinstance(got, dict) else f"{key}: {msg}"
+    if not key:  # a check across keys: its message names them
+        return msg
+    if isinstance(got, (dict, list)) or repr(got) in msg:
+        return f"{key}: {msg}"
+    return f"{key}: {msg} (got {got!r})"
 
 
-_PARTITION_KINDS = ("iid", "dirichlet", "pathological")
+_PARTITION_KINDS: dict[str, type[BaseModel]] = {
+    "iid": IidPartition,
+    "dirichlet": DirichletPartition,
+    "pathological": PathologicalPartition,
+}
 _SECTIONS: dict[str, type[BaseModel]] = {
     "dataset": DatasetConfig,
     "model": ModelConfig,
@@ -248,17 +259,6 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "sampling": SamplingConfig,
     "mlflow": MlflowConfig,
 }
-
-
-def _allowed_keys(loc: list[str]) -> str:
-    if len(loc) == 1:
-        return ", ".join(Scenario.model_fields)
-    model = _SECTIONS.get(loc[0])
-    if model is None and loc[0] == "partition":
-        return "kind, num_clients and the kind's parameters"
-    if model is None and loc[0] == "strategy":
-        return "name and the strategy's parameters"
-    return ", ".join(model.model_fields) if model else "?"
 
 
 def parse_scenario(tree: dict[str, Any]) -> Scenario:
@@ -272,6 +272,12 @@ def parse_scenario(tree: dict[str, Any]) -> Scenario:
     try:
         params_model.model_validate(scenario.strategy.params)
     except ValidationError as err:
+        first = err.errors()[0]
+        key = f"strategy.{'.'.join(map(str, first['loc']))}"
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(["name", *params_model.model_fields])
+            raise ConfigError(f"{key}: unknown key for strategy {scenario.strategy.name!r}; "
+                              f"allowed keys here: {allowed}") from None
         raise ConfigError(f"strategy.{_format_error(err, params_model)}") from None
     return scenario
 

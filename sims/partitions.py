@@ -49,7 +49,7 @@ def _partitioner(partition, seed: int) -> Partitioner:  # partition: a Partition
         return PathologicalPartitioner(
             num_partitions=n, partition_by="label",
             num_classes_per_partition=partition.classes_per_client,
-            class_assignment_mode="random", shuffle=True, seed=seed,
+            class_assignment_mode="first-deterministic", shuffle=True, seed=seed,
         )
     raise PartitionError(f"partition.kind: {partition.kind!r} is not supported")
 

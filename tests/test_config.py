@@ -1,0 +1,164 @@
+"""Scenario validation: bad input fails before anything starts, with a one-line error."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from flowerbed.server.cli import EXIT_BAD_INPUT, main
+from flowerbed.sims.config import ConfigError, Scenario, load_scenario, parse_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "seed": 0,
+    "rounds": 2,
+    "dataset": {"name": "digits"},
+    "partition": {"kind": "dirichlet", "num_clients": 4, "alpha": 0.5},
+    "model": {"name": "mlp"},
+    "strategy": {"name": "fedavg"},
+    "client": {"local_epochs": 1, "batch_size": 16, "lr": 0.05},
+    "sampling": {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_clients": 2},
+    "mlflow": {"experiment": "bad"},
+}
+
+
+def edited(path: str, value) -> dict:
+    """BASE with ``path`` (dotted) set to ``value``; a value of ``...`` deletes the key."""
+    tree = copy.deepcopy(BASE)
+    *parents, leaf = path.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is ...:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return tree
+
+
+# (dotted key edited, value, text the one-line error must contain)
+BAD = [
+    ("partition.alhpa", 0.3, "partition.alhpa: unknown key"),
+    ("colour", "blue", "colour: unknown key"),
+    ("rounds", 0, "rounds"),
+    ("rounds", "ten", "rounds"),
+    ("sampling.fraction_train", 1.5, "sampling.fraction_train"),
+    ("sampling.fraction_evaluate", -0.1, "sampling.fraction_evaluate"),
+    ("partition.alpha", -1.0, "partition.alpha"),
+    ("partition.alpha", ..., "partition.alpha: required key is missing"),
+    ("strategy.name", "fedfoo", "fedavg"),
+    ("dataset.name", "imagenet", "'digits'"),
+    ("partition.kind", "zipf", "iid, dirichlet, pathological"),
+    ("model.name", "resnet", "'mlp'"),
+    ("client.optimizer", "lbfgs", "client.optimizer"),
+    ("client.batch_size", 0, "client.batch_size"),
+    ("client.num_gpus", -1, "client.num_gpus"),
+    ("strategy.proximal_mu", 0.1, "strategy.proximal_mu: unknown key"),
+    ("sampling.min_clients", 9, "sampling.min_clients"),
+    ("partition.num_clients", 0, "partition.num_clients"),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_bad_config_is_one_line_error_naming_the_key(key, value, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(edited(key, value))
+    message = str(info.value)
+    assert "\n" not in message
+    assert expected in message
+    # The error names the key it is about (the top of the dotted path at least).
+    assert key.split(".")[0] in message
+
+
+def test_strategy_error_names_allowed_values():
+    with pytest.raises(ConfigError, match="allowed: fedavg, fedprox"):
+        parse_scenario(edited("strategy.name", "fedfoo"))
+
+
+def test_fedprox_parameters_are_checked():
+    ok = parse_scenario(edited("strategy", {"name": "fedprox", "proximal_mu": 0.01}))
+    assert ok.strategy.params == {"proximal_mu": 0.01}
+    with pytest.raises(ConfigError, match="strategy.proximal_mu"):
+        parse_scenario(edited("strategy", {"name": "fedprox", "proximal_mu": -1}))
+
+
+def _write(tmp_path: Path, tree: dict) -> Path:
+    path = tmp_path / "scenario.toml"
+    path.write_bytes(tomli_w.dumps(tree).encode())
+    return path
+
+
+@pytest.mark.parametrize("key,value", [("rounds", 0), ("partition.alpha", -1.0),
+                                       ("strategy.name", "nope"), ("partition.alhpa", 1.0)])
+def test_cli_exits_2_and_leaves_no_mlflow_run(tmp_path, capsys, monkeypatch, key, value):
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "mlflow.db"
+    scenario = _write(tmp_path, edited(key, value))
+    code = main(["run", str(scenario), "--tracking-uri", f"sqlite:///{db}"])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT
+    assert len(err.strip().splitlines()) == 1 and key.split(".")[-1] in err
+    assert not db.exists(), "a rejected config must not create an MLflow store or run"
+
+
+def test_cli_set_overrides_are_validated_too(tmp_path, capsys):
+    scenario = _write(tmp_path, BASE)
+    code = main(["run", str(scenario), "--set", "sampling.fraction_train=1.5",
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert code == EXIT_BAD_INPUT
+    assert "sampling.fraction_train" in capsys.readouterr().err
+
+
+def test_missing_file_and_bad_toml(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == EXIT_BAD_INPUT
+    assert "nope.toml" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("rounds = = 3\n")
+    assert main(["run", str(broken)]) == EXIT_BAD_INPUT
+    assert "broken.toml" in capsys.readouterr().err
+
+
+def test_impossible_partition_fails_before_workers(tmp_path, capsys):
+    tree = edited("partition", {"kind": "pathological", "num_clients": 4, "classes_per_client": 11})
+    code = main(["run", str(_write(tmp_path, tree)), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert code == EXIT_BAD_INPUT
+    assert "partition.classes_per_client" in capsys.readouterr().err
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_missing_dataset_file_is_named(tmp_path, capsys):
+    tree = edited("dataset.name", "fashion_mnist")
+    code = main(["run", str(_write(tmp_path, tree)), "--data-root", str(tmp_path / "empty"),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT
+    assert "train-images-idx3-ubyte" in err
+
+
+def test_set_parses_toml_values_and_dotted_paths():
+    scenario = load_scenario(REPO / "sims" / "quickstart.toml",
+                             ["strategy.name=fedprox", "strategy.proximal_mu=0.01", "rounds=3",
+                              "mlflow.experiment=x y"])
+    assert scenario.rounds == 3
+    assert scenario.strategy.name == "fedprox" and scenario.strategy.params["proximal_mu"] == 0.01
+    assert scenario.mlflow.experiment == "x y"
+
+
+def test_run_config_round_trip_is_lossless():
+    scenario = load_scenario(REPO / "sims" / "quickstart.toml", ["strategy.name=fedprox"])
+    flat = scenario.to_run_config()
+    assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())
+    assert Scenario.from_run_config(flat) == scenario
+
+
+def test_pyproject_app_config_is_the_quickstart():
+    import tomllib
+
+    app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    from_pyproject = Scenario.from_run_config(app_config)
+    quickstart = load_scenario(REPO / "sims" / "quickstart.toml")
+    assert from_pyproject == quickstart

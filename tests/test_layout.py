@@ -1,0 +1,33 @@
+"""Packaging: every top-level folder installs under the `flowerbed` namespace only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_installs_only_the_flowerbed_namespace(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("flowerbed-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"flowerbed", next(t for t in tops if t.endswith(".dist-info"))}
+    for package in ("server", "client", "strategies", "sims"):
+        assert f"flowerbed/{package}/__init__.py" in names
+    assert "flowerbed/sims/quickstart.toml" in names
+    assert not any(name.startswith("flowerbed/tests/") or "/.venv/" in name for name in names)
+
+
+def test_console_script_points_into_the_namespace():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "flowerbed"]
+    assert script.value == "flowerbed.server.cli:main"
