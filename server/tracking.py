@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,9 +39,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside the database file (``mlruns/`` there), not
+    into whatever the working directory of the process that logs happens to be."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (db.resolve().parent / "mlruns").as_uri()
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment:
+        return experiment.experiment_id
+    root = artifact_root(client.tracking_uri)
+    location = f"{root}/{urllib.parse.quote(name)}" if root else None
+    return client.create_experiment(name, artifact_location=location)
 
 
 def format_progress(round_: int, rounds: int, metrics: dict[str, float]) -> str:
@@ -111,6 +125,20 @@ class RunTracker:
 
     def log_tags(self, tags: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_partition(self) -> None:
+        """The per-client statistics (JSON) and the clients x classes heatmap (PNG)."""
+        from flowerbed.sims.partitions import scenario_partition
+        from flowerbed.sims.stats import client_stats, heatmap
+
+        records = client_stats(self.scenario)
+        groups = scenario_partition(self.scenario).class_groups
+        self.client.log_dict(self.run_id, {"clients": records, "class_groups": groups},
+                             "partition/clients.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = heatmap(records, Path(tmp) / "partition.png",
+                           title=f"{self.scenario.dataset.name}, {self.scenario.partition.kind}")
+            self.client.log_artifact(self.run_id, str(path), "partition")
 
     def log_state_dict(self, state_dict: dict[str, torch.Tensor], name: str = "global_model.pt") -> None:
         with tempfile.TemporaryDirectory() as tmp:
