@@ -21,8 +21,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from flowerbed.client.task import ClientData, client_data, reusable_model, round_seed
-from flowerbed.client.trainer import TrainSettings, evaluate, train_local
+from flowerbed.client.task import ClientData, GraphData, client_data, client_device, reusable_model, round_seed
+from flowerbed.client.trainer import TrainSettings, fit, score
 from flowerbed.sims.config import DATA_ROOT_KEY, ConfigError, Scenario
 
 #: Key of the per-client state record in ``Context.state``.
@@ -70,7 +70,7 @@ def client_state(context: Context) -> ConfigRecord:
     return context.state.config_records[STATE_KEY]
 
 
-def _setup(message: Message, context: Context, given: Scenario | None) -> tuple[Scenario, int, ClientData]:
+def _setup(message: Message, context: Context, given: Scenario | None) -> tuple[Scenario, int, ClientData | GraphData]:
     scenario = resolve_scenario(context, given)
     _limit_threads(scenario.client.num_cpus)
     partition_id = partition_of(context, scenario)
@@ -84,7 +84,7 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
     @app.query()
     def query(message: Message, context: Context) -> Message:
         _, partition_id, data = _setup(message, context, scenario)
-        metrics = MetricRecord({"partition-id": partition_id, "num-examples": len(data.y_train)})
+        metrics = MetricRecord({"partition-id": partition_id, "num-examples": data.num_train})
         return Message(RecordDict({"metrics": metrics}), reply_to=message)
 
     @app.train()
@@ -97,8 +97,7 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         settings = TrainSettings.from_scenario(resolved.client, float(config.get("proximal-mu", 0.0)))
         seed = round_seed(resolved, server_round, partition_id)
         torch.manual_seed(seed)
-        loss = train_local(model, data.x_train, data.y_train, settings,
-                           torch.Generator().manual_seed(seed))
+        loss = fit(model, data, settings, torch.Generator().manual_seed(seed))
 
         state = client_state(context)
         state["rounds"] = int(state["rounds"]) + 1
@@ -106,11 +105,12 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
             state["first-round"] = server_round
 
         metrics = MetricRecord({
-            "num-examples": len(data.y_train),
+            "num-examples": data.num_train,
             "train_loss": loss,
             "partition-id": partition_id,
             "state-rounds": int(state["rounds"]),
             "state-first-round": int(state["first-round"]),
+            "on-gpu": int(client_device(resolved).type == "cuda"),
         })
         arrays = ArrayRecord(model.state_dict())
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
@@ -120,9 +120,9 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         resolved, partition_id, data = _setup(message, context, scenario)
         model = reusable_model(resolved)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
-        loss, accuracy = evaluate(model, data.x_test, data.y_test)
+        loss, accuracy = score(model, data)
         metrics = MetricRecord({
-            "num-examples": len(data.y_test),
+            "num-examples": data.num_test,
             "loss": loss,
             "accuracy": accuracy,
             "partition-id": partition_id,

@@ -11,56 +11,110 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from flowerbed.sims.config import Scenario
-from flowerbed.sims.datasets import load_dataset
-from flowerbed.sims.models import SplitModel, build_model
-from flowerbed.sims.partitions import scenario_splits
+from flowerbed.sims.datasets import ArrayDataset, load_dataset
+from flowerbed.sims.graphs import GraphDataset, induced
+from flowerbed.sims.models import build_model
+from flowerbed.sims.partitions import scenario_partition
 
 
 @dataclass(frozen=True)
 class ClientData:
-    """One client's tensors: train (n, *input_shape) / (n,), local test likewise."""
+    """One client's tensors: labelled train (n, *input_shape) / (n,), unlabelled train
+    features (u, *input_shape) whose labels the client never sees, local test likewise."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
+    x_unlabeled: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
 
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.y_test)
+
+
+@dataclass(frozen=True)
+class GraphData:
+    """A (sub)graph for full-batch node classification: ``x`` (N, F), ``edge_index``
+    (2, E), ``y`` (N,), boolean masks ``train`` / ``val`` / ``test`` (N,)."""
+
+    x: torch.Tensor
+    edge_index: torch.Tensor
+    y: torch.Tensor
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train.sum())
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test.sum())
+
+
+def client_device(scenario: Scenario) -> torch.device:
+    """CUDA when the scenario gives clients a GPU share and this process sees a GPU
+    (Ray sets ``CUDA_VISIBLE_DEVICES`` for actors with ``num_gpus``), else CPU."""
+    use_cuda = scenario.client.num_gpus > 0 and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def _graph_data(graph, device: torch.device) -> GraphData:
+    return GraphData(*(getattr(graph, k).to(device) for k in ("x", "edge_index", "y", "train", "val", "test")))
+
 
 @functools.lru_cache(maxsize=256)
-def client_data(scenario: Scenario, partition_id: int) -> ClientData:
-    """The tensors of client ``partition_id`` (views into the cached dataset arrays)."""
-    data = load_dataset(scenario.dataset.name, scenario.dataset.root)
-    split = scenario_splits(scenario)[partition_id]
-    return ClientData(
-        torch.from_numpy(data.x_train[split.train]), torch.from_numpy(data.y_train[split.train]),
-        torch.from_numpy(data.x_test[split.test]), torch.from_numpy(data.y_test[split.test]),
-    )
+def client_data(scenario: Scenario, partition_id: int) -> ClientData | GraphData:
+    """The data of client ``partition_id``, on the client's device. Labels of the
+    client's unlabelled rows are not loaded into it at all."""
+    data = load_dataset(scenario.dataset)
+    split = scenario_partition(scenario).clients[partition_id]
+    device = client_device(scenario)
+    if isinstance(data, GraphDataset):
+        return _graph_data(induced(data.graph, torch.from_numpy(split.train)), device)
+    return ClientData(*(torch.from_numpy(a).to(device) for a in (
+        data.x_train[split.train], data.y_train[split.train], data.x_train[split.unlabeled],
+        data.x_test[split.test], data.y_test[split.test])))
 
 
 @functools.lru_cache(maxsize=4)
-def test_data(scenario: Scenario) -> tuple[torch.Tensor, torch.Tensor]:
-    """The held-out, balanced test set of the scenario's dataset."""
-    data = load_dataset(scenario.dataset.name, scenario.dataset.root)
-    return torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+def test_data(scenario: Scenario) -> ClientData | GraphData:
+    """The held-out test set (array data), or the whole graph with its test mask."""
+    data = load_dataset(scenario.dataset)
+    if isinstance(data, GraphDataset):
+        return _graph_data(data.graph, torch.device("cpu"))
+    x, y = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    empty = x[:0]
+    return ClientData(empty, y[:0], empty, x, y)
 
 
-def new_model(scenario: Scenario) -> SplitModel:
+def input_spec(data: ArrayDataset | GraphDataset) -> tuple[tuple[int, ...], int]:
+    if isinstance(data, GraphDataset):
+        return (data.num_features,), data.num_classes
+    return data.input_shape, data.num_classes
+
+
+def new_model(scenario: Scenario) -> nn.Module:
     """The scenario's model, initialised from its seed."""
-    data = load_dataset(scenario.dataset.name, scenario.dataset.root)
+    shape, num_classes = input_spec(load_dataset(scenario.dataset))
     torch.manual_seed(scenario.seed)
-    return build_model(scenario.model.name, data.input_shape, data.num_classes, scenario.model.hidden)
+    return build_model(scenario.model.name, shape, num_classes, scenario.model.hidden)
 
 
 @functools.lru_cache(maxsize=4)
-def _model_cache(scenario: Scenario) -> SplitModel:
-    return new_model(scenario)
-
-
-def reusable_model(scenario: Scenario) -> SplitModel:
-    """A per-process model instance to load received weights into (no rebuild per call)."""
-    return _model_cache(scenario)
+def reusable_model(scenario: Scenario) -> nn.Module:
+    """A per-process model instance, on the client's device, to load received weights
+    into (no rebuild per call)."""
+    return new_model(scenario).to(client_device(scenario))
 
 
 def round_seed(scenario: Scenario, server_round: int, partition_id: int) -> int:

@@ -37,6 +37,27 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
                            weight_decay=settings.weight_decay)
 
 
+class _Proximal:
+    """FedProx's term (mu / 2) * ||w - w_global||^2, anchored at the received weights."""
+
+    def __init__(self, model: nn.Module, mu: float) -> None:
+        self.mu = mu
+        self.anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+
+    def __call__(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+        if self.anchor is None:
+            return loss
+        drift = sum((p - a).pow(2).sum() for p, a in zip(model.parameters(), self.anchor))
+        return loss + 0.5 * self.mu * drift
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def train_local(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
     generator: torch.Generator,
@@ -48,23 +69,53 @@ def train_local(
     """
     model.train()
     optimizer = make_optimizer(model.parameters(), settings)
-    anchor = ([p.detach().clone() for p in model.parameters()]
-              if settings.proximal_mu > 0 else None)
-    total, batches = 0.0, 0
+    proximal = _Proximal(model, settings.proximal_mu)
+    losses = []
     for _ in range(settings.local_epochs):
-        order = torch.randperm(len(x), generator=generator)
+        order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x), settings.batch_size):
             idx = order[start:start + settings.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            if anchor is not None:
-                drift = sum((p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor))
-                loss = loss + 0.5 * settings.proximal_mu * drift
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            batches += 1
-    return total / max(batches, 1)
+            losses.append(_step(model, optimizer, proximal(model, F.cross_entropy(model(x[idx]), y[idx]))))
+    return sum(losses) / max(len(losses), 1)
+
+
+def train_graph(model: nn.Module, data, settings: TrainSettings) -> float:
+    """Full-batch node classification: one optimizer step per local epoch on the
+    training nodes of ``data`` (a GraphData); returns the mean loss."""
+    model.train()
+    optimizer = make_optimizer(model.parameters(), settings)
+    proximal = _Proximal(model, settings.proximal_mu)
+    losses = []
+    for _ in range(settings.local_epochs):
+        logits = model(data.x, data.edge_index)
+        loss = F.cross_entropy(logits[data.train], data.y[data.train])
+        losses.append(_step(model, optimizer, proximal(model, loss)))
+    return sum(losses) / max(len(losses), 1)
+
+
+def fit(model: nn.Module, data, settings: TrainSettings, generator: torch.Generator) -> float:
+    """Local training on a client's data (ClientData: labelled rows only; GraphData)."""
+    if hasattr(data, "edge_index"):
+        return train_graph(model, data, settings)
+    return train_local(model, data.x_train, data.y_train, settings, generator)
+
+
+def score(model: nn.Module, data, mask: str = "test") -> tuple[float, float]:
+    """Loss and accuracy on a client's (or the global) test data."""
+    if hasattr(data, "edge_index"):
+        return evaluate_graph(model, data, getattr(data, mask))
+    return evaluate(model, data.x_test, data.y_test)
+
+
+@torch.no_grad()
+def evaluate_graph(model: nn.Module, data, mask: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on the nodes in ``mask``; (0, 0) when empty."""
+    if not bool(mask.any()):
+        return 0.0, 0.0
+    model.eval()
+    logits = model(data.x, data.edge_index)[mask]
+    target = data.y[mask]
+    return float(F.cross_entropy(logits, target)), float((logits.argmax(1) == target).float().mean())
 
 
 @torch.no_grad()
@@ -80,3 +131,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(dim=1) == target).sum())
     return loss_sum / len(x), correct / len(x)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """Predicted classes (N,) for array inputs ``x`` (N, *input_shape)."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def group_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     groups: dict[str, list[int]]) -> dict[str, float]:
+    """Accuracy on the samples of each class group (FedLoGe's head / middle / tail)."""
+    pred = predict(model, x)
+    out = {}
+    for name, classes in groups.items():
+        mask = torch.isin(y, torch.tensor(classes, dtype=y.dtype))
+        if bool(mask.any()):
+            out[name] = float((pred[mask] == y[mask]).float().mean())
+    return out

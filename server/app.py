@@ -21,10 +21,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from flowerbed.client.task import new_model, test_data
-from flowerbed.client.trainer import evaluate
+from flowerbed.client.trainer import group_accuracies, score
 from flowerbed.server.grid import RosterGrid, Traffic
 from flowerbed.server.tracking import RunTracker
 from flowerbed.sims.config import Scenario
+from flowerbed.sims.partitions import scenario_partition
 from flowerbed.strategies import STRATEGIES
 
 #: How long the server waits for replies in one round before counting them failed.
@@ -96,13 +97,17 @@ class RoundHook:
         self.tracker = tracker
         self.summary = summary
         self.model = new_model(scenario)
-        self.x_test, self.y_test = test_data(scenario)
+        self.test = test_data(scenario)
+        self.class_groups = scenario_partition(scenario).class_groups
         self._round_start = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         self.model.load_state_dict(arrays.to_torch_state_dict())
-        loss, accuracy = evaluate_global(self.model, self.x_test, self.y_test)
+        loss, accuracy = evaluate_global(self.model, self.test)
         metrics = {"global_accuracy": accuracy, "global_loss": loss}
+        if self.class_groups:  # long-tailed scenarios: head / middle / tail accuracies
+            split = group_accuracies(self.model, self.test.x_test, self.test.y_test, self.class_groups)
+            metrics.update({f"global_accuracy_{group}": acc for group, acc in split.items()})
         traffic = self.grid.take_traffic()
         if server_round > 0:
             metrics.update(client_round_metrics(traffic))
@@ -113,9 +118,9 @@ class RoundHook:
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 
 
-def evaluate_global(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate_global(model: torch.nn.Module, test) -> tuple[float, float]:
     """The global model on the held-out test set (a seam for tests to fail a round)."""
-    return evaluate(model, x, y)
+    return score(model, test)
 
 
 def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.stdout) -> RunSummary:
@@ -127,6 +132,7 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
     tracker = RunTracker(scenario, progress=progress)
     with tracker.active():
         summary = RunSummary(run_id=tracker.run_id or "", history=tracker.history)
+        tracker.log_partition()
         roster.build_roster(scenario.partition.num_clients, timeout=ROUND_TIMEOUT_S)
         hook = RoundHook(scenario, roster, tracker, summary)
         result = build_strategy(scenario).start(

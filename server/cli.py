@@ -33,6 +33,7 @@ def _quiet(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Flower's run_simulation logs a deprecation notice meant for `flwr run` users.
     logging.getLogger("flwr").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def resolve(args: argparse.Namespace) -> Scenario:
@@ -51,10 +52,10 @@ def preflight(scenario: Scenario) -> None:
     """Load the data and make the partition in this process before any worker starts,
     so a missing file or an impossible partition fails here, with its key or path."""
     from flowerbed.sims.datasets import DatasetMissing
-    from flowerbed.sims.partitions import PartitionError, scenario_splits
+    from flowerbed.sims.partitions import PartitionError, scenario_partition
 
     try:
-        scenario_splits(scenario)
+        scenario_partition(scenario)
     except (DatasetMissing, PartitionError) as err:
         raise ConfigError(str(err)) from None
 
@@ -79,6 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    """Print each client's share of the data and write the clients x classes heatmap."""
+    from flowerbed.sims.partitions import scenario_partition
+    from flowerbed.sims.stats import client_stats, format_stats, heatmap
+
+    scenario = resolve(args)
+    preflight(scenario)
+    records = client_stats(scenario)
+    print(format_stats(records, scenario_partition(scenario).class_groups))
+    output = Path(args.output or f"{Path(args.scenario).stem}_partition.png")
+    heatmap(records, output, title=f"{Path(args.scenario).name}: {scenario.dataset.name}, {scenario.partition.kind}")
+    print(f"wrote {output}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from flowerbed.server.compare import compare
 
@@ -98,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="dataset root (else $FLOWERBED_DATA_ROOT, else ~/.cache/flowerbed)")
     run.add_argument("--verbose", action="store_true", help="show Flower, Ray and MLflow logs")
     run.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="show each client's data and write a clients x classes heatmap")
+    data.add_argument("scenario", help="scenario TOML file (see sims/)")
+    data.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    data.add_argument("--data-root", help="dataset root")
+    data.add_argument("--output", help="heatmap PNG (default: <scenario>_partition.png)")
+    data.add_argument("--verbose", action="store_true")
+    data.set_defaults(func=cmd_data, tracking_uri=None, experiment=None)
 
     cmp = sub.add_parser("compare", help="tabulate and plot an experiment's runs by strategy")
     cmp.add_argument("--experiment", required=True)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flowerbed.sims.datasets import DATASETS
-from flowerbed.sims.models import MODELS
+from flowerbed.sims.datasets import DATASET_DOMAINS, GRAPH_DATASETS, DatasetConfig
+from flowerbed.sims.models import GRAPH_MODELS, MODELS
+from flowerbed.sims.partitions import DOMAIN_KINDS, GRAPH_KINDS, PARTITION_KINDS, PartitionConfig
 
 #: The Flower run-config key holding the data root, when one is given.
 DATA_ROOT_KEY = "dataset.root"
@@ -38,41 +39,6 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetConfig(_Section):
-    name: Literal[tuple(DATASETS)]  # type: ignore[valid-type]
-    # Where datasets live; None: --data-root, $FLOWERBED_DATA_ROOT, ~/.cache/flowerbed.
-    root: str | None = None
-
-
-class _PartitionBase(_Section):
-    num_clients: int = Field(ge=1, le=100_000)
-    # Smallest training partition accepted; flwr-datasets redraws until it holds.
-    min_partition_size: int = Field(default=0, ge=0)
-    # Each client's local test split: this many test samples per training sample,
-    # drawn from the held-out test set by the client's own label distribution.
-    local_test_ratio: float = Field(default=0.25, gt=0, le=10)
-
-
-class IidPartition(_PartitionBase):
-    kind: Literal["iid"]
-
-
-class DirichletPartition(_PartitionBase):
-    kind: Literal["dirichlet"]
-    alpha: float = Field(gt=0)
-
-
-class PathologicalPartition(_PartitionBase):
-    kind: Literal["pathological"]
-    classes_per_client: int = Field(default=2, ge=1)
-
-
-PartitionConfig = Annotated[
-    IidPartition | DirichletPartition | PathologicalPartition,
-    Field(discriminator="kind"),
-]
 
 
 class ModelConfig(_Section):
@@ -137,8 +103,37 @@ class Scenario(_Section):
     sampling: SamplingConfig = SamplingConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _domain_clients(cls, tree: Any) -> Any:
+        """Domain partitions: ``num_clients`` defaults to domains x clients per domain."""
+        if not isinstance(tree, dict):
+            return tree
+        partition, dataset = tree.get("partition"), tree.get("dataset")
+        if (isinstance(partition, dict) and isinstance(dataset, dict)
+                and partition.get("kind") in DOMAIN_KINDS and "num_clients" not in partition):
+            domains = partition.get("domains") or DATASET_DOMAINS.get(dataset.get("name"), ())
+            if isinstance(domains, str):
+                domains = domains.split(",")
+            per_domain = partition.get("clients_per_domain", 1)
+            # A bad clients_per_domain or a dataset without domains is reported by its
+            # own check; the count here only keeps `num_clients` from masking it.
+            per_domain = per_domain if isinstance(per_domain, int) and per_domain >= 1 else 1
+            tree = {**tree, "partition": {**partition, "num_clients": max(len(domains), 1) * per_domain}}
+        return tree
+
     @model_validator(mode="after")
     def _check_cross_keys(self) -> "Scenario":
+        name, kind = self.dataset.name, self.partition.kind
+        if kind in DOMAIN_KINDS and name not in DATASET_DOMAINS:
+            raise ValueError(f"partition.kind={kind!r} needs a multi-domain dataset; "
+                             f"allowed: {', '.join(DATASET_DOMAINS)}")
+        if (kind in GRAPH_KINDS) != (name in GRAPH_DATASETS):
+            raise ValueError(f"partition.kind={kind!r} does not fit dataset.name={name!r}: "
+                             f"graphs ({', '.join(GRAPH_DATASETS)}) take {' or '.join(GRAPH_KINDS)}")
+        if (self.model.name in GRAPH_MODELS) != (name in GRAPH_DATASETS):
+            raise ValueError(f"model.name={self.model.name!r} does not fit dataset.name={name!r}: "
+                             f"graphs take {', '.join(GRAPH_MODELS)}, array data the others")
         if self.sampling.min_clients > self.partition.num_clients:
             raise ValueError(
                 f"sampling.min_clients={self.sampling.min_clients} exceeds "
@@ -166,11 +161,14 @@ class Scenario(_Section):
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys; lists become comma-joined strings (Flower's run config holds scalars)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, path + "."))
+        elif isinstance(value, (list, tuple)):
+            flat[path] = ",".join(map(str, value))
         else:
             flat[path] = value
     return flat
@@ -247,11 +245,7 @@ def _format_error(err: ValidationError, model: type[BaseModel] | None = None) ->
     return f"{key}: {msg} (got {got!r})"
 
 
-_PARTITION_KINDS: dict[str, type[BaseModel]] = {
-    "iid": IidPartition,
-    "dirichlet": DirichletPartition,
-    "pathological": PathologicalPartition,
-}
+_PARTITION_KINDS = PARTITION_KINDS
 _SECTIONS: dict[str, type[BaseModel]] = {
     "dataset": DatasetConfig,
     "model": ModelConfig,

@@ -31,6 +31,13 @@ def _mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> SplitMo
     return SplitModel(body, nn.Linear(hidden, num_classes))
 
 
+def _mlp2(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> SplitModel:
+    """Two hidden layers, 2*hidden then hidden wide (784-256-128 with hidden = 128)."""
+    body = nn.Sequential(nn.Flatten(), nn.Linear(prod(input_shape), 2 * hidden), nn.ReLU(),
+                         nn.Linear(2 * hidden, hidden), nn.ReLU())
+    return SplitModel(body, nn.Linear(hidden, num_classes))
+
+
 def _logreg(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> SplitModel:
     return SplitModel(nn.Flatten(), nn.Linear(prod(input_shape), num_classes))
 
@@ -47,13 +54,46 @@ def _cnn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> SplitMo
     return SplitModel(body, nn.Linear(hidden, num_classes))
 
 
+class GraphSplitModel(nn.Module):
+    """A 2-layer GCN body and a linear head for node classification.
+
+    ``forward(x, edge_index)``: x (N, F), edge_index (2, E) -> logits (N, num_classes).
+    PyG's ``GCNConv`` runs on plain torch ops (no torch_scatter / torch_sparse).
+    """
+
+    def __init__(self, num_features: int, num_classes: int, hidden: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        from torch_geometric.nn import GCNConv
+
+        self.conv1 = GCNConv(num_features, hidden)
+        self.conv2 = GCNConv(hidden, hidden)
+        self.dropout = dropout
+        self.head = nn.Linear(hidden, num_classes)
+
+    def body(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Node embeddings (N, hidden)."""
+        drop = lambda t: nn.functional.dropout(t, self.dropout, self.training)  # noqa: E731
+        h = drop(torch.relu(self.conv1(x, edge_index)))
+        return drop(torch.relu(self.conv2(h, edge_index)))
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x, edge_index))
+
+
+def _gcn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> GraphSplitModel:
+    return GraphSplitModel(input_shape[0], num_classes, hidden)
+
+
 #: name -> builder(input_shape, num_classes, hidden). New models join with one line.
-MODELS: dict[str, Callable[[tuple[int, ...], int, int], SplitModel]] = {
+MODELS: dict[str, Callable[[tuple[int, ...], int, int], nn.Module]] = {
     "mlp": _mlp,
+    "mlp2": _mlp2,
     "logreg": _logreg,
     "cnn": _cnn,
+    "gcn": _gcn,
 }
+GRAPH_MODELS = ("gcn",)
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 64) -> SplitModel:
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 64) -> nn.Module:
     return MODELS[name](tuple(input_shape), num_classes, hidden)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_installs_only_the_flowerbed_namespace(tmp_path):
+    # Build from a copy of the checkout's own files, so no stale build/ folder leaks in.
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+    source = tmp_path / "src"
+    for name in files:
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
+         "-w", str(tmp_path), str(source)],
         check=True, capture_output=True,
     )
     (wheel,) = tmp_path.glob("flowerbed-*.whl")

@@ -101,7 +101,9 @@ def test_mlflow_run_holds_config_metrics_tags_and_model(two_runs, tracking_uri):
     steps = [m.step for m in client.get_metric_history(first.run_id, "global_accuracy")]
     assert sorted(steps) == [0, 1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
-    assert {"config.toml", "global_model.pt"} <= artifacts
+    assert {"config.toml", "global_model.pt", "partition"} <= artifacts
+    assert {a.path for a in client.list_artifacts(first.run_id, "partition")} == {
+        "partition/clients.json", "partition/partition.png"}
     # Every client reply and every broadcast is counted.
     assert all(first.history[r]["bytes_sent"] > 0 and first.history[r]["bytes_received"] > 0
                for r in range(1, s.rounds + 1))
@@ -125,11 +127,11 @@ def test_failed_run_is_marked_failed_and_keeps_its_metrics(tracking_uri, monkeyp
     real = server_app.evaluate_global
     calls = []
 
-    def failing(model, x, y):
+    def failing(model, test):
         calls.append(1)
         if len(calls) == 3:  # round 0, round 1, then fail in round 2
             raise RuntimeError("disk full")
-        return real(model, x, y)
+        return real(model, test)
 
     monkeypatch.setattr(server_app, "evaluate_global", failing)
     s = scenario(tracking_uri, mlflow={"experiment": "sim-fail", "tracking_uri": tracking_uri})
