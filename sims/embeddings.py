@@ -22,7 +22,8 @@ import torch
 from torch.nn import functional as F
 
 from flowerbed.sims.cache import writable_cache
-from flowerbed.sims.datasets import SPLIT_SEED, ArrayDataset, DatasetMissing, fashion_mnist_raw
+from flowerbed.sims.datasets import (SPLIT_SEED, ArrayDataset, DatasetMissing, fashion_mnist_raw,
+                                     resolve_data_root)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,6 +80,10 @@ def embed(images: np.ndarray, encode, size: int, batch_size: int, desc: str) -> 
     for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
         out.append(encode(preprocess(images[start:start + batch_size], size)).float().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def resolve_root() -> Path:
+    return resolve_data_root()
 
 
 def cache_key(root: Path, spec: Any) -> str:
