@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from flowerbed.sims.config import Scenario
-from flowerbed.sims.datasets import ArrayDataset, load_dataset
-from flowerbed.sims.graphs import GraphDataset, induced
+from flowerbed.sims.datasets import ArrayDataset, GraphDataset, load_dataset
 from flowerbed.sims.models import build_model
 from flowerbed.sims.partitions import scenario_partition
 
@@ -72,7 +71,9 @@ def _graph_data(graph, device: torch.device) -> GraphData:
     return GraphData(*(getattr(graph, k).to(device) for k in ("x", "edge_index", "y", "train", "val", "test")))
 
 
-@functools.lru_cache(maxsize=256)
+# Small: a Ray actor serves many clients in turn, and each entry is a copy of that
+# client's rows; rebuilding one from the cached dataset takes about a millisecond.
+@functools.lru_cache(maxsize=16)
 def client_data(scenario: Scenario, partition_id: int) -> ClientData | GraphData:
     """The data of client ``partition_id``, on the client's device. Labels of the
     client's unlabelled rows are not loaded into it at all."""
@@ -80,6 +81,8 @@ def client_data(scenario: Scenario, partition_id: int) -> ClientData | GraphData
     split = scenario_partition(scenario).clients[partition_id]
     device = client_device(scenario)
     if isinstance(data, GraphDataset):
+        from flowerbed.sims.graphs import induced
+
         return _graph_data(induced(data.graph, torch.from_numpy(split.train)), device)
     return ClientData(*(torch.from_numpy(a).to(device) for a in (
         data.x_train[split.train], data.y_train[split.train], data.x_train[split.unlabeled],

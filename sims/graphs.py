@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +20,11 @@ from torch_geometric.data import Data
 from torch_geometric.utils import subgraph, to_undirected
 
 from flowerbed.sims.cache import writable_cache
+from flowerbed.sims.datasets import GraphDataset
 
 #: FED-PUB's data-generation seed: the node split is fixed across runs.
 NODE_SPLIT_SEED = 1234
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer"}
-
-
-@dataclass(frozen=True)
-class GraphDataset:
-    """One graph: ``x`` (N, F) float, ``y`` (N,) int64, ``edge_index`` (2, E) int64
-    (undirected, both directions), boolean node masks ``train`` / ``val`` / ``test`` (N,)."""
-
-    name: str
-    graph: Data
-    num_classes: int
-
-    @property
-    def num_features(self) -> int:
-        return int(self.graph.x.shape[1])
 
 
 def largest_component(data: Data) -> Data:

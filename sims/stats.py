@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from flowerbed.sims.datasets import load_dataset
-from flowerbed.sims.graphs import GraphDataset
+from flowerbed.sims.datasets import GraphDataset, load_dataset
 from flowerbed.sims.partitions import scenario_partition
 
 
