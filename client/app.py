@@ -21,8 +21,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from flowerbed.client.task import ClientData, GraphData, client_data, client_device, reusable_model, round_seed
-from flowerbed.client.trainer import TrainSettings, fit, score
+from flowerbed.client import fedpub
+from flowerbed.client.personal import (compose_state, local_patterns, restore_optimizer, shared_state,
+                                       store_local, store_optimizer)
+from flowerbed.client.task import (ClientData, GraphData, client_data, client_device, initial_state,
+                                   reusable_model, round_seed)
+from flowerbed.client.trainer import TrainSettings, fit, make_optimizer, score
 from flowerbed.sims.config import DATA_ROOT_KEY, ConfigError, Scenario
 
 #: Key of the per-client state record in ``Context.state``.
@@ -77,6 +81,29 @@ def _setup(message: Message, context: Context, given: Scenario | None) -> tuple[
     return scenario, partition_id, client_data(scenario, partition_id)
 
 
+def _load(scenario: Scenario, context: Context, received: dict, local: tuple[str, ...]) -> torch.nn.Module:
+    """The per-process model holding this client's weights: initial, then the server's,
+    then the client's own local parameters (masks, a head) from its state."""
+    model = reusable_model(scenario)
+    model.load_state_dict(compose_state(initial_state(scenario), received, context, local))
+    return model
+
+
+def _after_training(model: torch.nn.Module, data: ClientData | GraphData, config: ConfigRecord) -> dict:
+    """Metrics of the locally trained model: graphs report validation and test accuracy
+    on the client's own nodes (FED-PUB's protocol); FED-PUB adds its embedding."""
+    out: dict = {}
+    if isinstance(data, GraphData):
+        _, out["val_accuracy"] = score(model, data, "val")
+        _, out["test_accuracy"] = score(model, data, "test")
+        out["num-val"], out["num-test"] = int(data.val.sum()), data.num_test
+    if "proxy-seed" in config:
+        out["embedding"] = fedpub.functional_embedding(model, int(config["proxy-seed"]), int(data.x.shape[1]))
+    if any("mask" in name for name, _ in model.named_parameters()):
+        out["mask_sparsity"] = fedpub.mask_sparsity(model, float(config.get("prune", 1e-3)))
+    return out
+
+
 def build_client_app(scenario: Scenario | None = None) -> ClientApp:
     """A ClientApp bound to ``scenario``, or reading it from the run config if None."""
     app = ClientApp()
@@ -92,18 +119,31 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         resolved, partition_id, data = _setup(message, context, scenario)
         config = message.content["config"]
         server_round = int(config["server-round"])
-        model = reusable_model(resolved)
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        local = local_patterns(config)
+        received = message.content["arrays"].to_torch_state_dict()
+        model = _load(resolved, context, received, local)
+
         settings = TrainSettings.from_scenario(resolved.client, float(config.get("proximal-mu", 0.0)))
+        optimizer = make_optimizer(model.parameters(), settings)
+        keep_optimizer = bool(config.get("keep-optimizer", False)) or resolved.client.keep_optimizer
+        if keep_optimizer:
+            restore_optimizer(optimizer, context)
+        extra = None
+        if "mask-l1" in config or "prox-l2" in config:  # FED-PUB's regularisers
+            extra = fedpub.penalty(model, received, float(config.get("mask-l1", 0.0)),
+                                   float(config.get("prox-l2", 0.0)), str(config.get("regularizers", "paper")),
+                                   with_proximal=server_round > 1)
         seed = round_seed(resolved, server_round, partition_id)
         torch.manual_seed(seed)
-        loss = fit(model, data, settings, torch.Generator().manual_seed(seed))
+        loss = fit(model, data, settings, torch.Generator().manual_seed(seed), optimizer, extra)
+        store_local(model, context, local)
+        if keep_optimizer:
+            store_optimizer(optimizer, context)
 
         state = client_state(context)
         state["rounds"] = int(state["rounds"]) + 1
         if int(state["first-round"]) == 0:
             state["first-round"] = server_round
-
         metrics = MetricRecord({
             "num-examples": data.num_train,
             "train_loss": loss,
@@ -111,15 +151,17 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
             "state-rounds": int(state["rounds"]),
             "state-first-round": int(state["first-round"]),
             "on-gpu": int(client_device(resolved).type == "cuda"),
+            **_after_training(model, data, config),
         })
-        arrays = ArrayRecord(model.state_dict())
+        arrays = ArrayRecord(shared_state(model, local))
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
 
     @app.evaluate()
     def evaluate_local(message: Message, context: Context) -> Message:
         resolved, partition_id, data = _setup(message, context, scenario)
-        model = reusable_model(resolved)
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        config = message.content["config"]
+        received = message.content["arrays"].to_torch_state_dict()
+        model = _load(resolved, context, received, local_patterns(config))
         loss, accuracy = score(model, data)
         metrics = MetricRecord({
             "num-examples": data.num_test,

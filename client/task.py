@@ -120,6 +120,12 @@ def reusable_model(scenario: Scenario) -> nn.Module:
     return new_model(scenario).to(client_device(scenario))
 
 
+@functools.lru_cache(maxsize=4)
+def initial_state(scenario: Scenario) -> dict[str, torch.Tensor]:
+    """The scenario's initial weights (what a client's local parameters start from)."""
+    return {k: v.clone() for k, v in new_model(scenario).state_dict().items()}
+
+
 def round_seed(scenario: Scenario, server_round: int, partition_id: int) -> int:
     """The seed of one client's local work in one round: same config, same updates."""
     return int(np.random.SeedSequence([scenario.seed, server_round, partition_id]).generate_state(1)[0])

@@ -6,6 +6,7 @@ and the server uses :func:`evaluate` for the global model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,9 +59,14 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor
     return float(loss.detach())
 
 
+#: An extra loss term of the model (a strategy's regulariser), added to every step.
+ExtraLoss = Callable[[nn.Module], torch.Tensor]
+
+
 def train_local(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
-    generator: torch.Generator,
+    generator: torch.Generator, optimizer: torch.optim.Optimizer | None = None,
+    extra: ExtraLoss | None = None,
 ) -> float:
     """Run ``local_epochs`` of minibatch training in place; returns the mean batch loss.
 
@@ -68,36 +74,39 @@ def train_local(
     ``generator``, so the same seed gives the same updates.
     """
     model.train()
-    optimizer = make_optimizer(model.parameters(), settings)
+    optimizer = optimizer or make_optimizer(model.parameters(), settings)
     proximal = _Proximal(model, settings.proximal_mu)
     losses = []
     for _ in range(settings.local_epochs):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x), settings.batch_size):
             idx = order[start:start + settings.batch_size]
-            losses.append(_step(model, optimizer, proximal(model, F.cross_entropy(model(x[idx]), y[idx]))))
+            loss = proximal(model, F.cross_entropy(model(x[idx]), y[idx]))
+            losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
     return sum(losses) / max(len(losses), 1)
 
 
-def train_graph(model: nn.Module, data, settings: TrainSettings) -> float:
+def train_graph(model: nn.Module, data, settings: TrainSettings,
+                optimizer: torch.optim.Optimizer | None = None, extra: ExtraLoss | None = None) -> float:
     """Full-batch node classification: one optimizer step per local epoch on the
     training nodes of ``data`` (a GraphData); returns the mean loss."""
     model.train()
-    optimizer = make_optimizer(model.parameters(), settings)
+    optimizer = optimizer or make_optimizer(model.parameters(), settings)
     proximal = _Proximal(model, settings.proximal_mu)
     losses = []
     for _ in range(settings.local_epochs):
         logits = model(data.x, data.edge_index)
-        loss = F.cross_entropy(logits[data.train], data.y[data.train])
-        losses.append(_step(model, optimizer, proximal(model, loss)))
+        loss = proximal(model, F.cross_entropy(logits[data.train], data.y[data.train]))
+        losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
     return sum(losses) / max(len(losses), 1)
 
 
-def fit(model: nn.Module, data, settings: TrainSettings, generator: torch.Generator) -> float:
+def fit(model: nn.Module, data, settings: TrainSettings, generator: torch.Generator,
+        optimizer: torch.optim.Optimizer | None = None, extra: ExtraLoss | None = None) -> float:
     """Local training on a client's data (ClientData: labelled rows only; GraphData)."""
     if hasattr(data, "edge_index"):
-        return train_graph(model, data, settings)
-    return train_local(model, data.x_train, data.y_train, settings, generator)
+        return train_graph(model, data, settings, optimizer, extra)
+    return train_local(model, data.x_train, data.y_train, settings, generator, optimizer, extra)
 
 
 def score(model: nn.Module, data, mask: str = "test") -> tuple[float, float]:

@@ -40,12 +40,15 @@ class RunSummary:
     history: dict[int, dict[str, float]]
     # round -> message type -> partition id -> that client's reply metrics
     client_metrics: dict[int, dict[str, dict[int, dict[str, float]]]] = field(default_factory=dict)
+    # round -> what the strategy reported (e.g. FED-PUB's alpha matrix)
+    strategy_reports: dict[int, dict] = field(default_factory=dict)
 
 
 def build_strategy(scenario: Scenario):  # -> flwr Strategy
     sampling = scenario.sampling
     return STRATEGIES[scenario.strategy.name].build(
         scenario.strategy.params,
+        seed=scenario.seed,
         fraction_train=sampling.fraction_train,
         fraction_evaluate=sampling.fraction_evaluate,
         min_train_nodes=sampling.min_clients,
@@ -70,6 +73,16 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
     trained = list(traffic.metrics.get("train", {}).values())
     if trained:
         out["train_loss"] = _mean([m["train_loss"] for m in trained], [m["num-examples"] for m in trained])
+    tested = [m for m in trained if m.get("num-test", 0) > 0]
+    if tested:  # graph clients score their model after local training (FED-PUB's protocol)
+        out["personalized_accuracy_trained"] = _mean([m["test_accuracy"] for m in tested])
+        out["personalized_accuracy_trained_weighted"] = _mean([m["test_accuracy"] for m in tested],
+                                                              [m["num-test"] for m in tested])
+        validated = [m for m in tested if m.get("num-val", 0) > 0]
+        if validated:
+            out["personalized_val_accuracy_trained"] = _mean([m["val_accuracy"] for m in validated])
+    if any("mask_sparsity" in m for m in trained):
+        out["personalized_mask_sparsity"] = _mean([m["mask_sparsity"] for m in trained if "mask_sparsity" in m])
     scored = [m for m in traffic.metrics.get("evaluate", {}).values() if m.get("num-examples", 0) > 0]
     if scored:
         weights = [m["num-examples"] for m in scored]
@@ -91,8 +104,9 @@ class RoundHook:
     """
 
     def __init__(self, scenario: Scenario, grid: RosterGrid, tracker: RunTracker,
-                 summary: RunSummary) -> None:
+                 summary: RunSummary, strategy=None) -> None:
         self.scenario = scenario
+        self.strategy = strategy
         self.grid = grid
         self.tracker = tracker
         self.summary = summary
@@ -102,7 +116,8 @@ class RoundHook:
         self._round_start = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        self.model.load_state_dict(arrays.to_torch_state_dict())
+        # Parameters that clients keep (masks, heads) are not in the global arrays.
+        self.model.load_state_dict(arrays.to_torch_state_dict(), strict=False)
         loss, accuracy = evaluate_global(self.model, self.test)
         metrics = {"global_accuracy": accuracy, "global_loss": loss}
         if self.class_groups:  # long-tailed scenarios: head / middle / tail accuracies
@@ -113,6 +128,13 @@ class RoundHook:
             metrics.update(client_round_metrics(traffic))
             metrics["round_seconds"] = time.perf_counter() - self._round_start
             self.summary.client_metrics[server_round] = traffic.metrics
+            report = getattr(self.strategy, "round_report", None)
+            if report is not None:  # a strategy's own per-round metrics and matrices
+                extra, artifact = report()
+                metrics.update(extra)
+                if artifact:
+                    self.tracker.log_dict(artifact, f"strategy/round_{server_round:03d}.json")
+                    self.summary.strategy_reports[server_round] = artifact
         self.tracker.log_round(server_round, metrics)
         self._round_start = time.perf_counter()
         return MetricRecord({"accuracy": accuracy, "loss": loss})
@@ -134,8 +156,9 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
         summary = RunSummary(run_id=tracker.run_id or "", history=tracker.history)
         tracker.log_partition()
         roster.build_roster(scenario.partition.num_clients, timeout=ROUND_TIMEOUT_S)
-        hook = RoundHook(scenario, roster, tracker, summary)
-        result = build_strategy(scenario).start(
+        strategy = build_strategy(scenario)
+        hook = RoundHook(scenario, roster, tracker, summary, strategy)
+        result = strategy.start(
             grid=roster,
             initial_arrays=ArrayRecord(new_model(scenario).state_dict()),
             num_rounds=scenario.rounds,

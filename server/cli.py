@@ -17,7 +17,7 @@ from flowerbed.sims.config import ConfigError, Scenario, load_scenario
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
-def _quiet(verbose: bool) -> None:
+def quiet_logs(verbose: bool = False) -> None:
     """Keep Flower, Ray and MLflow log noise out of the terminal unless ``--verbose``."""
     if verbose:
         return
@@ -96,9 +96,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from flowerbed.server.compare import compare
+    from flowerbed.server.compare import ACCURACIES, compare
 
-    return compare(args.experiment, args.tracking_uri, Path(args.output))
+    metrics = tuple(args.metric) if args.metric else ACCURACIES
+    return compare(args.experiment, args.tracking_uri, Path(args.output), args.group_by, metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--experiment", required=True)
     cmp.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     cmp.add_argument("--output", default="compare.png", help="PNG of accuracy against round")
+    cmp.add_argument("--group-by", default="strategy", help="run tag to group by (default: strategy)")
+    cmp.add_argument("--metric", action="append",
+                     help="metric to tabulate and plot (repeatable; default global_accuracy, personalized_accuracy)")
     cmp.add_argument("--verbose", action="store_true")
     cmp.set_defaults(func=cmd_compare)
     return parser
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet(args.verbose)
+    quiet_logs(args.verbose)
     try:
         return args.func(args)
     except ConfigError as err:

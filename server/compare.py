@@ -24,7 +24,7 @@ ACCURACIES = ("global_accuracy", "personalized_accuracy")
 class RunCurves:
     """One simulation run: its strategy, seed, wall time and per-round accuracies."""
 
-    strategy: str
+    group: str
     seed: str
     seconds: float
     curves: dict[str, dict[int, float]]  # metric -> round -> value
@@ -42,15 +42,16 @@ class RunCurves:
         return max((max(c) for c in self.curves.values() if c), default=0)
 
 
-def load_runs(client: MlflowClient, experiment_id: str) -> list[RunCurves]:
+def load_runs(client: MlflowClient, experiment_id: str, group_by: str = "strategy",
+              metrics: tuple[str, ...] = ACCURACIES) -> list[RunCurves]:
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'simulation'",
                               max_results=10_000)
     loaded = []
     for run in runs:
         curves = {m: {h.step: h.value for h in client.get_metric_history(run.info.run_id, m)}
-                  for m in ACCURACIES}
+                  for m in metrics}
         end = run.info.end_time or run.info.start_time
-        loaded.append(RunCurves(run.data.tags.get("strategy", "?"), run.data.tags.get("seed", "?"),
+        loaded.append(RunCurves(run.data.tags.get(group_by, "?"), run.data.tags.get("seed", "?"),
                                 (end - run.info.start_time) / 1000.0, curves))
     return loaded
 
@@ -61,31 +62,32 @@ def _mean_std(values: list[float]) -> str:
     return f"{arr.mean():.4f} ± {std:.4f}"
 
 
-def table(groups: dict[str, list[RunCurves]]) -> str:
-    """Markdown table: per strategy, final and best accuracies as mean ± std over seeds."""
-    head = ["strategy", "runs", "rounds"]
-    for metric in ACCURACIES:
+def table(groups: dict[str, list[RunCurves]], metrics: tuple[str, ...] = ACCURACIES,
+          group_by: str = "strategy") -> str:
+    """Markdown table: per group, final and best accuracies as mean ± std over seeds."""
+    head = [group_by, "runs", "rounds"]
+    for metric in metrics:
         head += [f"final {metric}", f"best {metric}"]
     head.append("wall s")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in sorted(groups.items()):
         row = [name, str(len(runs)), str(max(r.rounds for r in runs))]
-        for metric in ACCURACIES:
+        for metric in metrics:
             row += [_mean_std([r.final(metric) for r in runs]), _mean_std([r.best(metric) for r in runs])]
         row.append(_mean_std([r.seconds for r in runs]))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def plot(groups: dict[str, list[RunCurves]], path: Path) -> None:
-    """Accuracy against round, one line per strategy (mean over seeds, ± std band)."""
+def plot(groups: dict[str, list[RunCurves]], path: Path, metrics: tuple[str, ...] = ACCURACIES) -> None:
+    """Accuracy against round, one line per group (mean over seeds, ± std band)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(ACCURACIES), figsize=(11, 4), squeeze=False)
-    for ax, metric in zip(axes[0], ACCURACIES):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         for name, runs in sorted(groups.items()):
             steps = sorted(set().union(*(r.curves.get(metric, {}).keys() for r in runs)))
             if not steps:
@@ -103,28 +105,30 @@ def plot(groups: dict[str, list[RunCurves]], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(experiment: str, tracking_uri: str, output: Path) -> int:
+def compare(experiment: str, tracking_uri: str, output: Path, group_by: str = "strategy",
+            metrics: tuple[str, ...] = ACCURACIES) -> int:
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         print(f"flowerbed: error: --experiment: no experiment named {experiment!r} at {tracking_uri}",
               file=sys.stderr)
         return 2
-    runs = load_runs(client, found.experiment_id)
+    runs = load_runs(client, found.experiment_id, group_by, metrics)
     if not runs:
         print(f"flowerbed: error: --experiment: {experiment!r} has no simulation runs", file=sys.stderr)
         return 2
     groups: dict[str, list[RunCurves]] = {}
     for run in runs:
-        groups.setdefault(run.strategy, []).append(run)
-    text = table(groups)
+        groups.setdefault(run.group, []).append(run)
+    text = table(groups, metrics, group_by)
     print(text)
-    plot(groups, output)
+    plot(groups, output, metrics)
     summary = client.create_run(found.experiment_id, run_name=f"compare-{experiment}",
                                 tags={KIND_TAG: "summary"})
     client.log_text(summary.info.run_id, text + "\n", "compare.md")
     client.log_artifact(summary.info.run_id, str(output))
-    client.log_batch(summary.info.run_id, tags=[RunTag("strategies", ",".join(sorted(groups)))])
+    client.log_batch(summary.info.run_id, tags=[RunTag("groups", ",".join(sorted(groups))),
+                                                RunTag("group_by", group_by)])
     client.set_terminated(summary.info.run_id)
     print(f"wrote {output}; logged to summary run {summary.info.run_id}")
     return 0

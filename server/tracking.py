@@ -126,6 +126,9 @@ class RunTracker:
     def log_tags(self, tags: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_dict(self, data: dict[str, Any], path: str) -> None:
+        self.client.log_dict(self.run_id, data, path)
+
     def log_partition(self) -> None:
         """The per-client statistics (JSON) and the clients x classes heatmap (PNG)."""
         from flowerbed.sims.partitions import scenario_partition

@@ -31,6 +31,8 @@ from flowerbed.sims.partitions import DOMAIN_KINDS, GRAPH_KINDS, PARTITION_KINDS
 
 #: The Flower run-config key holding the data root, when one is given.
 DATA_ROOT_KEY = "dataset.root"
+#: Run-config keys that carry a whole scenario, and overrides on top of it.
+RUN_CONFIG_SCENARIO, RUN_CONFIG_OVERRIDES = "scenario", "overrides"
 
 
 class ConfigError(ValueError):
@@ -73,6 +75,9 @@ class ClientConfig(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
+    # Keep each client's optimizer state (e.g. Adam's moments) across rounds instead of
+    # a fresh optimizer every round (FED-PUB's code does this for every method).
+    keep_optimizer: bool = False
     # Ray resources per simulated client. One CPU each: Flower's default of two gives
     # a single worker, and no parallelism, on a 2-core machine.
     num_cpus: float = Field(default=1.0, gt=0)
@@ -134,6 +139,12 @@ class Scenario(_Section):
         if (self.model.name in GRAPH_MODELS) != (name in GRAPH_DATASETS):
             raise ValueError(f"model.name={self.model.name!r} does not fit dataset.name={name!r}: "
                              f"graphs take {', '.join(GRAPH_MODELS)}, array data the others")
+        from flowerbed.strategies import STRATEGIES
+
+        needs = STRATEGIES[self.strategy.name].models
+        if needs and self.model.name not in needs:
+            raise ValueError(f"strategy.name={self.strategy.name!r} needs model.name in {list(needs)}, "
+                             f"not {self.model.name!r}")
         if self.sampling.min_clients > self.partition.num_clients:
             raise ValueError(
                 f"sampling.min_clients={self.sampling.min_clients} exceeds "
@@ -154,7 +165,27 @@ class Scenario(_Section):
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> "Scenario":
-        return parse_scenario(unflatten(dict(run_config)))
+        """The scenario in a Flower run config: the flattened keys, or, when the key
+        ``scenario`` is set, that whole scenario (a file shipped in ``flowerbed.sims``
+        by name, e.g. ``fedpub_cora_disjoint10``, or TOML text) with the
+        ``;``-separated ``KEY=VALUE`` pairs of ``overrides`` applied. Flower only
+        accepts run-config keys declared in the app's pyproject.toml, so any other
+        scenario travels this way."""
+        flat = dict(run_config)
+        whole = str(flat.pop(RUN_CONFIG_SCENARIO, "") or "").strip()
+        extra = [o.strip() for o in str(flat.pop(RUN_CONFIG_OVERRIDES, "") or "").split(";") if o.strip()]
+        if not whole:
+            return parse_scenario(apply_overrides(unflatten(flat), extra))
+        if "=" in whole:
+            tree = tomllib.loads(whole)
+        else:
+            from importlib.resources import files
+
+            packaged = files("flowerbed.sims") / f"{whole.removesuffix('.toml')}.toml"
+            if not packaged.is_file():
+                raise ConfigError(f"scenario: no scenario file {whole!r} in flowerbed.sims")
+            tree = tomllib.loads(packaged.read_text())
+        return parse_scenario(apply_overrides(tree, extra))
 
 
 # --- dict helpers -------------------------------------------------------------------

@@ -251,8 +251,9 @@ DATASETS: dict[str, Callable[[Path, Any], Any]] = {
     "cora": lambda root, spec: _graph("cora", root),
     "citeseer": lambda root, spec: _graph("citeseer", root),
     "sbm": lambda root, spec: _graph("sbm", root),
+    "sbm_shift": lambda root, spec: _graph("sbm_shift", root),
 }
-GRAPH_DATASETS = ("cora", "citeseer", "sbm")
+GRAPH_DATASETS = ("cora", "citeseer", "sbm", "sbm_shift")
 #: The domains of each multi-domain dataset, in client order.
 DATASET_DOMAINS: dict[str, tuple[str, ...]] = {
     "office_caltech10": tuple(OFFICE_DOMAINS),

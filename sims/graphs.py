@@ -115,10 +115,37 @@ def load_sbm(root: Path | None = None, blocks: int = 4, block_size: int = 100,
     return _finish("sbm", Data(x=x, y=y, edge_index=edge_index, num_nodes=len(y)), blocks)
 
 
+def load_sbm_shift(root: Path | None = None, blocks: int = 4, block_size: int = 60,
+                   num_features: int = 32) -> GraphDataset:
+    """Two disconnected SBM communities with the same block structure and features, but
+    community B labels its blocks by a permutation of community A's (concept shift):
+    the case FED-PUB's similarity-weighted averaging is built for."""
+    from torch_geometric.utils import stochastic_blockmodel_graph
+
+    gen = torch.Generator().manual_seed(NODE_SPLIT_SEED)
+    torch.manual_seed(NODE_SPLIT_SEED)
+    probs = torch.full((blocks, blocks), 0.01).fill_diagonal_(0.2)
+    centers = torch.randn(blocks, num_features, generator=gen)
+    permutation = torch.roll(torch.arange(blocks), 1)
+    xs, ys, edges, offset = [], [], [], 0
+    for community in range(2):
+        edge_index = stochastic_blockmodel_graph([block_size] * blocks, probs)
+        block = torch.arange(blocks).repeat_interleave(block_size)
+        xs.append(centers[block] + 1.0 * torch.randn(len(block), num_features, generator=gen))
+        ys.append(block if community == 0 else permutation[block])
+        edges.append(edge_index + offset)
+        offset += len(block)
+    x = torch.cat(xs)
+    x = x - x.min()
+    return _finish("sbm_shift", Data(x=x, y=torch.cat(ys), edge_index=torch.cat(edges, 1), num_nodes=offset),
+                   blocks)
+
+
 GRAPHS = {
     "cora": functools.partial(load_planetoid, "cora"),
     "citeseer": functools.partial(load_planetoid, "citeseer"),
     "sbm": load_sbm,
+    "sbm_shift": load_sbm_shift,
 }
 
 

@@ -80,8 +80,20 @@ class GraphSplitModel(nn.Module):
         return self.head(self.body(x, edge_index))
 
 
+    def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """conv2's output before its ReLU (N, hidden): FED-PUB's functional embedding."""
+        drop = lambda t: nn.functional.dropout(t, self.dropout, self.training)  # noqa: E731
+        return self.conv2(drop(torch.relu(self.conv1(x, edge_index))), edge_index)
+
+
 def _gcn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> GraphSplitModel:
     return GraphSplitModel(input_shape[0], num_classes, hidden)
+
+
+def _masked_gcn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> nn.Module:
+    from flowerbed.sims.masked_gcn import MaskedGCN
+
+    return MaskedGCN(input_shape[0], num_classes, hidden)
 
 
 #: name -> builder(input_shape, num_classes, hidden). New models join with one line.
@@ -91,8 +103,9 @@ MODELS: dict[str, Callable[[tuple[int, ...], int, int], nn.Module]] = {
     "logreg": _logreg,
     "cnn": _cnn,
     "gcn": _gcn,
+    "masked_gcn": _masked_gcn,
 }
-GRAPH_MODELS = ("gcn",)
+GRAPH_MODELS = ("gcn", "masked_gcn")
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 64) -> nn.Module:

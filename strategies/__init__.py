@@ -7,12 +7,16 @@ line in :data:`STRATEGIES`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from pydantic import BaseModel, ConfigDict, Field
+
+from flowerbed.strategies.fedpub import FedPub, FedPubParams
+from flowerbed.strategies.local_keys import FedPer, LocalOnly
 
 
 class NoParams(BaseModel):
@@ -29,14 +33,22 @@ class StrategyEntry:
 
     factory: Callable[..., Strategy]
     params: type[BaseModel] = NoParams
+    # Model names the strategy needs (None: any).
+    models: tuple[str, ...] | None = None
 
-    def build(self, params: dict[str, Any], **common: Any) -> Strategy:
-        """Instantiate with validated ``params`` plus the sampling keywords in ``common``."""
+    def build(self, params: dict[str, Any], seed: int, **common: Any) -> Strategy:
+        """Instantiate with validated ``params`` plus the sampling keywords in ``common``;
+        strategies that draw random numbers of their own also get the run's ``seed``."""
         checked = self.params.model_validate(params).model_dump()
+        if "seed" in inspect.signature(self.factory).parameters:
+            checked["seed"] = seed
         return self.factory(**common, **checked)
 
 
 STRATEGIES: dict[str, StrategyEntry] = {
     "fedavg": StrategyEntry(FedAvg),
     "fedprox": StrategyEntry(FedProx, FedProxParams),
+    "fedper": StrategyEntry(FedPer),
+    "local": StrategyEntry(LocalOnly),
+    "fedpub": StrategyEntry(FedPub, FedPubParams, models=("masked_gcn",)),
 }

@@ -307,7 +307,7 @@ def assert_one_completed(runs: list[dict]) -> None:
 # --- MLflow -------------------------------------------------------------------------
 
 
-def assert_mlflow_run(tracking_uri: str, experiment: str, num_clients: int, rounds: int) -> None:
+def assert_mlflow_run(tracking_uri: str, experiment: str, num_clients: int, rounds: int):
     """One FINISHED run in ``experiment``, with every round's metrics from every client."""
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -326,3 +326,4 @@ def assert_mlflow_run(tracking_uri: str, experiment: str, num_clients: int, roun
     assert clients_ok == {r: num_clients for r in range(1, rounds + 1)}, clients_ok
     personalized = client.get_metric_history(run.info.run_id, "personalized_accuracy")
     assert sorted(m.step for m in personalized) == list(range(1, rounds + 1))
+    return run

@@ -162,3 +162,18 @@ def test_pyproject_app_config_is_the_quickstart():
     from_pyproject = Scenario.from_run_config(app_config)
     quickstart = load_scenario(REPO / "sims" / "quickstart.toml")
     assert from_pyproject == quickstart
+
+
+def test_run_config_can_carry_a_whole_scenario():
+    import tomllib
+
+    app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    by_name = Scenario.from_run_config({**app_config, "scenario": "fedpub_cora_disjoint10",
+                                        "overrides": "rounds=3; strategy.tau=5.0"})
+    expected = load_scenario(REPO / "sims" / "fedpub_cora_disjoint10.toml", ["rounds=3", "strategy.tau=5.0"])
+    assert by_name == expected
+    text = (REPO / "sims" / "fraug_mnist_usps.toml").read_text()
+    assert Scenario.from_run_config({**app_config, "scenario": text}) == load_scenario(
+        REPO / "sims" / "fraug_mnist_usps.toml")
+    with pytest.raises(ConfigError, match="scenario: no scenario file 'nope'"):
+        Scenario.from_run_config({**app_config, "scenario": "nope"})

@@ -39,6 +39,31 @@ RUN_TIMEOUT_S = 300.0  # the whole federated run, from `flwr run` to "finished"
 NUM_NODES = 2
 ROUNDS = 2
 
+# FED-PUB on the same two SuperNodes: its per-node messages, client-kept masks and
+# Adam state and functional embeddings, over gRPC. A whole scenario travels in the
+# run config's `scenario` key (only keys declared in pyproject.toml may be set).
+FEDPUB_SCENARIO = f"""
+seed = 0
+rounds = {ROUNDS}
+[dataset]
+name = "sbm_shift"
+[partition]
+kind = "subgraph_disjoint"
+num_clients = {NUM_NODES}
+[model]
+name = "masked_gcn"
+hidden = 16
+[strategy]
+name = "fedpub"
+tau = 5.0
+[client]
+local_epochs = 1
+lr = 0.01
+optimizer = "adam"
+[sampling]
+min_clients = {NUM_NODES}
+"""
+
 
 # --- the test -----------------------------------------------------------------------
 
@@ -100,3 +125,18 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
 
     # What the ServerApp logged, on "the SuperLink host".
     assert_mlflow_run(tracking_uri, experiment, num_clients=NUM_NODES, rounds=ROUNDS)
+
+    # Second run on the same federation: FED-PUB, unchanged code.
+    fedpub_experiment = f"{experiment}-fedpub"
+    fedpub_file = write_run_config(tmp_path / "run-config-fedpub.toml", {
+        "scenario": FEDPUB_SCENARIO,
+        "overrides": f"mlflow.tracking_uri='{tracking_uri}'; mlflow.experiment='{fedpub_experiment}'",
+    })
+    fedpub_cli = processes.start("flwr-run-fedpub", [
+        str(BIN / "flwr"), "run", str(REPO), CONNECTION, "--run-config", str(fedpub_file), "--stream",
+    ], env=cli_env, cwd=REPO)
+    runs = wait_for_runs(fedpub_cli, processes, servers, CONNECTION, cli_env, tmp_path, RUN_TIMEOUT_S)
+    assert len(runs) == 2 and all(r["status"] == "finished:completed" for r in runs), runs
+    run = assert_mlflow_run(tracking_uri, fedpub_experiment, num_clients=NUM_NODES, rounds=ROUNDS)
+    assert run.data.tags["strategy"] == "fedpub"
+    assert "fedpub_alpha_self" in run.data.metrics and "personalized_accuracy_trained" in run.data.metrics
