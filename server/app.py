@@ -168,7 +168,20 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
             evaluate_fn=hook,
         )
         tracker.log_state_dict(result.arrays.to_torch_state_dict())
+        tracker.log_final(best_validation_summary(tracker.history))
     return summary
+
+
+def best_validation_summary(history: dict[int, dict[str, float]]) -> dict[str, float]:
+    """FED-PUB's "Acc @ Best Val": the after-training test accuracy at the round of best
+    client-mean validation accuracy (first such round), and that round."""
+    val = {r: m["personalized_val_accuracy_trained"] for r, m in history.items()
+           if "personalized_val_accuracy_trained" in m}
+    if not val:
+        return {}
+    best = max(val, key=lambda r: (val[r], -r))
+    return {"personalized_accuracy_trained_best_val": history[best]["personalized_accuracy_trained"],
+            "best_val_round": float(best)}
 
 
 def build_server_app(

@@ -123,6 +123,13 @@ class RunTracker:
         if self.progress is not None:
             print(format_progress(server_round, self.scenario.rounds, metrics), file=self.progress, flush=True)
 
+    def log_final(self, metrics: dict[str, float]) -> None:
+        """Whole-run figures, logged once at the last round's step."""
+        if metrics:
+            now = int(time.time() * 1000)
+            batch = [Metric(k, float(v), now, self.scenario.rounds) for k, v in metrics.items()]
+            self.client.log_batch(self.run_id, metrics=batch)
+
     def log_tags(self, tags: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 

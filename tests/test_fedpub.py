@@ -164,3 +164,46 @@ def test_similarity_groups_clients_of_the_same_community_in_simulation(tmp_path)
     # Clients report after-training accuracy on their own nodes, and mask sparsity.
     assert 0 <= summary.history[12]["personalized_accuracy_trained"] <= 1
     assert "personalized_mask_sparsity" in summary.history[12]
+    run = client.get_run(summary.run_id)
+    best = int(run.data.metrics["best_val_round"])
+    val = {r: m["personalized_val_accuracy_trained"] for r, m in summary.history.items() if r > 0}
+    assert val[best] == max(val.values())
+    assert run.data.metrics["personalized_accuracy_trained_best_val"] == pytest.approx(
+        summary.history[best]["personalized_accuracy_trained"])
+
+
+def test_client_kept_parameters_come_from_the_own_state_never_another_clients():
+    """Two clients served by one process (as a Ray actor serves many): each restores its
+    own masks and Adam moments; a newcomer starts from the initial masks."""
+    from flwr.app import Context, RecordDict
+
+    from flowerbed.client.personal import (compose_state, restore_optimizer, shared_state, store_local,
+                                           store_optimizer)
+
+    def context() -> Context:
+        return Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+    torch.manual_seed(0)
+    model = MaskedGCN(6, 3, hidden=4)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    received = {k: v + 1 for k, v in initial.items() if "mask" not in k}
+    first, newcomer = context(), context()
+    with torch.no_grad():
+        model.conv1.mask.fill_(0.5)
+    store_local(model, first, ("mask",))
+    assert not any("mask" in k for k in shared_state(model, ("mask",)))
+
+    mine = compose_state(initial, received, first, ("mask",))
+    assert torch.all(mine["conv1.mask"] == 0.5) and torch.equal(mine["conv1.weight"], received["conv1.weight"])
+    fresh = compose_state(initial, received, newcomer, ("mask",))
+    assert torch.all(fresh["conv1.mask"] == 1.0)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(5, 6), torch.tensor([[0, 1], [1, 0]])).sum().backward()
+    optimizer.step()
+    store_optimizer(optimizer, first)
+    again = torch.optim.Adam(model.parameters(), lr=0.01)
+    restore_optimizer(again, first)
+    before, after = optimizer.state_dict()["state"], again.state_dict()["state"]
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[i]["exp_avg"], after[i]["exp_avg"]) for i in before)
