@@ -82,6 +82,23 @@ def accuracies(uri: str, run_id: str) -> tuple[float, float]:
     return test[max(test)], test[best]
 
 
+def collect(uri: str, experiment: str, settings: list[str]) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(setting, method) -> [(last, best-val)] of every finished run, in method order."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for setting in settings:
+        exp = client.get_experiment_by_name(f"{experiment}_{setting}")
+        if exp is None:
+            continue
+        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED' and tags.method != ''")
+        for run in sorted(runs, key=lambda r: r.info.start_time):
+            found.setdefault((setting, run.data.tags["method"]), []).append(accuracies(uri, run.info.run_id))
+    order = {m: i for i, m in enumerate(METHODS)}
+    return dict(sorted(found.items(), key=lambda kv: (settings.index(kv[0][0]), order[kv[0][1]])))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -93,36 +110,37 @@ def main() -> int:
     parser.add_argument("--tracking-uri", default=f"sqlite:///{REPO / 'mlflow.db'}")
     parser.add_argument("--experiment", default="fedpub_results")
     parser.add_argument("--output", default=str(REPO / "docs" / "results" / "fedpub.md"))
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="run nothing; tabulate the finished runs already in the experiments")
     args = parser.parse_args()
     quiet_logs()
 
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for setting in args.settings:
-        methods = args.overlap_methods if setting == "overlap30" and args.overlap_methods else args.methods
-        for method in methods:
-            for seed in args.seeds:
-                run_id = run_one(setting, method, seed, args.rounds, args.tracking_uri,
-                                 f"{args.experiment}_{setting}")
-                results.setdefault((setting, method), []).append(accuracies(args.tracking_uri, run_id))
+    if not args.summarize_only:
+        for setting in args.settings:
+            methods = args.overlap_methods if setting == "overlap30" and args.overlap_methods else args.methods
+            for method in methods:
+                for seed in args.seeds:
+                    run_one(setting, method, seed, args.rounds, args.tracking_uri, f"{args.experiment}_{setting}")
+    results = collect(args.tracking_uri, args.experiment, args.settings)
 
     lines = ["# FED-PUB on Cora: results", "",
              f"Command: `.venv/bin/python bench/fedpub_results.py {' '.join(sys.argv[1:])}`".rstrip(),
-             f"Seeds {args.seeds}; scenario files `sims/fedpub_cora_disjoint10.toml`, "
+             f"Runs per row: see `n`; seeds {args.seeds}; scenario files `sims/fedpub_cora_disjoint10.toml`, "
              "`sims/fedpub_cora_overlap30.toml`" + (f"; rounds {args.rounds}" if args.rounds else "") + ".",
              "Metric: client-mean accuracy on each client's own test nodes after local training "
              "(FED-PUB's protocol), in %, mean ± std over seeds; at the last round / at the round of "
              "best client-mean validation accuracy.", "",
-             "| setting | method | last round | best-val round | authors' notebook (last / best val) | paper Table 1 |",
-             "|---|---|---|---|---|---|"]
+             "| setting | method | n | last round | best-val round | authors' notebook (last / best val) | paper Table 1 |",
+             "|---|---|---|---|---|---|---|"]
     for (setting, method), values in results.items():
         arr = 100 * np.array(values)
         std = arr.std(axis=0, ddof=1) if len(arr) > 1 else np.zeros(2)
-        lines.append(f"| {setting} | {method} | {arr[:, 0].mean():.2f} ± {std[0]:.2f} | "
+        lines.append(f"| {setting} | {method} | {len(arr)} | {arr[:, 0].mean():.2f} ± {std[0]:.2f} | "
                      f"{arr[:, 1].mean():.2f} ± {std[1]:.2f} | {PAPER.get((setting, method), '')} | "
                      f"{PAPER_TABLE.get((setting, method), '')} |")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    for setting in args.settings:
+    for setting in sorted({setting for setting, _ in results}, key=args.settings.index):
         png = output.with_name(f"fedpub_{setting}.png")
         compare(f"{args.experiment}_{setting}", args.tracking_uri, png, group_by="method",
                 metrics=("personalized_accuracy_trained", "personalized_val_accuracy_trained"))

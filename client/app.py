@@ -21,13 +21,15 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from flowerbed.client import fedpub
+from flowerbed.client import fedloge, fedpub
 from flowerbed.client.personal import (compose_state, local_patterns, restore_optimizer, shared_state,
                                        store_local, store_optimizer)
 from flowerbed.client.task import (ClientData, GraphData, client_data, client_device, initial_state,
                                    reusable_model, round_seed)
-from flowerbed.client.trainer import TrainSettings, fit, make_optimizer, score
+from flowerbed.client.trainer import (TrainSettings, finetune, fit, group_accuracies, make_optimizer, predict,
+                                      score)
 from flowerbed.sims.config import DATA_ROOT_KEY, ConfigError, Scenario
+from flowerbed.sims.partitions import scenario_partition
 
 #: Key of the per-client state record in ``Context.state``.
 STATE_KEY = "flowerbed"
@@ -104,6 +106,44 @@ def _after_training(model: torch.nn.Module, data: ClientData | GraphData, config
     return out
 
 
+def _patterns(config: ConfigRecord, key: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in str(config.get(key, "")).split(",") if p.strip())
+
+
+def _train(model: torch.nn.Module, data: ClientData | GraphData, settings: TrainSettings, config: ConfigRecord,
+           context: Context, received: dict, server_round: int, generator: torch.Generator,
+           keep_optimizer: bool) -> float:
+    """Local training with what the config asks for: frozen parameters (FedBABU), kept
+    optimizer state, FED-PUB's regularisers."""
+    frozen = _patterns(config, "freeze-keys")
+    trainable = [p for n, p in model.named_parameters() if not any(q in n for q in frozen)]
+    optimizer = make_optimizer(trainable, settings)
+    keep_optimizer = keep_optimizer or bool(config.get("keep-optimizer", False))
+    if keep_optimizer:
+        restore_optimizer(optimizer, context)
+    extra = None
+    if "mask-l1" in config or "prox-l2" in config:  # FED-PUB's regularisers
+        extra = fedpub.penalty(model, received, float(config.get("mask-l1", 0.0)),
+                               float(config.get("prox-l2", 0.0)), str(config.get("regularizers", "paper")),
+                               with_proximal=server_round > 1)
+    loss = fit(model, data, settings, generator, optimizer, extra)
+    if keep_optimizer:
+        store_optimizer(optimizer, context)
+    return loss
+
+
+def _phi_seed(scenario: Scenario, partition_id: int) -> int:
+    return round_seed(scenario, 0, partition_id)
+
+
+def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float((pred == y).float().mean()) if len(y) else 0.0
+
+
+def _groups(prefix: str, pred: torch.Tensor, data: ClientData, groups: dict[str, list[int]]) -> dict[str, float]:
+    return {f"{prefix}_{g}": acc for g, acc in group_accuracies(pred, data.y_test, groups).items()}
+
+
 def build_client_app(scenario: Scenario | None = None) -> ClientApp:
     """A ClientApp bound to ``scenario``, or reading it from the run config if None."""
     app = ClientApp()
@@ -124,21 +164,16 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         model = _load(resolved, context, received, local)
 
         settings = TrainSettings.from_scenario(resolved.client, float(config.get("proximal-mu", 0.0)))
-        optimizer = make_optimizer(model.parameters(), settings)
-        keep_optimizer = bool(config.get("keep-optimizer", False)) or resolved.client.keep_optimizer
-        if keep_optimizer:
-            restore_optimizer(optimizer, context)
-        extra = None
-        if "mask-l1" in config or "prox-l2" in config:  # FED-PUB's regularisers
-            extra = fedpub.penalty(model, received, float(config.get("mask-l1", 0.0)),
-                                   float(config.get("prox-l2", 0.0)), str(config.get("regularizers", "paper")),
-                                   with_proximal=server_round > 1)
         seed = round_seed(resolved, server_round, partition_id)
         torch.manual_seed(seed)
-        loss = fit(model, data, settings, torch.Generator().manual_seed(seed), optimizer, extra)
+        generator = torch.Generator().manual_seed(seed)
+        if config.get("fedloge", False):  # three heads, SSE-C trains the backbone
+            loss = fedloge.local_update(model, data, settings, config, context, generator,
+                                        _phi_seed(resolved, partition_id))
+        else:
+            loss = _train(model, data, settings, config, context, received, server_round, generator,
+                          resolved.client.keep_optimizer)
         store_local(model, context, local)
-        if keep_optimizer:
-            store_optimizer(optimizer, context)
 
         state = client_state(context)
         state["rounds"] = int(state["rounds"]) + 1
@@ -162,12 +197,33 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         config = message.content["config"]
         received = message.content["arrays"].to_torch_state_dict()
         model = _load(resolved, context, received, local_patterns(config))
-        loss, accuracy = score(model, data)
+        groups = scenario_partition(resolved).class_groups
+        extra: dict = {}
+        if config.get("fedloge", False):  # psi + phi_k, plain and realigned by GLA-FR
+            phi_seed = _phi_seed(resolved, partition_id)
+            logits = fedloge.personal_logits(model, data, config, context, phi_seed, realigned=False)
+            plain = logits.argmax(dim=1)
+            realigned = fedloge.personal_logits(model, data, config, context, phi_seed, realigned=True).argmax(dim=1)
+            loss = float(torch.nn.functional.cross_entropy(logits, data.y_test)) if data.num_test else 0.0
+            accuracy = _accuracy(plain, data.y_test)
+            extra["personalized_accuracy_glafr"] = _accuracy(realigned, data.y_test)
+            extra.update(_groups("personalized_accuracy", plain, data, groups))
+            extra.update(_groups("personalized_accuracy_glafr", realigned, data, groups))
+        else:
+            if "finetune-keys" in config:  # FedBABU: the head is fine-tuned on local data first
+                settings = TrainSettings.from_scenario(resolved.client)
+                seed = round_seed(resolved, int(config.get("server-round", 0)), partition_id) + 1
+                model = finetune(model, data, settings, _patterns(config, "finetune-keys"),
+                                 int(config.get("finetune-epochs", 0)), torch.Generator().manual_seed(seed))
+            loss, accuracy = score(model, data)
+            if groups and isinstance(data, ClientData):
+                extra.update(_groups("personalized_accuracy", predict(model, data.x_test), data, groups))
         metrics = MetricRecord({
             "num-examples": data.num_test,
             "loss": loss,
             "accuracy": accuracy,
             "partition-id": partition_id,
+            **extra,
         })
         return Message(RecordDict({"metrics": metrics}), reply_to=message)
 

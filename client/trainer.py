@@ -7,6 +7,7 @@ and the server uses :func:`evaluate` for the global model.
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -109,6 +110,20 @@ def fit(model: nn.Module, data, settings: TrainSettings, generator: torch.Genera
     return train_local(model, data.x_train, data.y_train, settings, generator, optimizer, extra)
 
 
+def finetune(model: nn.Module, data, settings: TrainSettings, patterns: tuple[str, ...], epochs: int,
+             generator: torch.Generator) -> nn.Module:
+    """A copy of ``model`` whose parameters matching ``patterns`` (name fragments) were
+    trained ``epochs`` epochs on the client's labelled data, the rest frozen (FedBABU)."""
+    import copy
+
+    tuned = copy.deepcopy(model)
+    trainable = [p for n, p in tuned.named_parameters() if any(q in n for q in patterns)]
+    if epochs > 0 and trainable:
+        fit(tuned, data, dataclasses.replace(settings, local_epochs=epochs), generator,
+            make_optimizer(trainable, settings))
+    return tuned
+
+
 def score(model: nn.Module, data, mask: str = "test") -> tuple[float, float]:
     """Loss and accuracy on a client's (or the global) test data."""
     if hasattr(data, "edge_index"):
@@ -149,10 +164,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def group_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     groups: dict[str, list[int]]) -> dict[str, float]:
-    """Accuracy on the samples of each class group (FedLoGe's head / middle / tail)."""
-    pred = predict(model, x)
+def group_accuracies(pred: torch.Tensor, y: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, float]:
+    """Accuracy on the samples of each class group (FedLoGe's head / middle / tail);
+    groups without a sample are left out."""
     out = {}
     for name, classes in groups.items():
         mask = torch.isin(y, torch.tensor(classes, dtype=y.dtype))

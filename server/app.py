@@ -21,7 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from flowerbed.client.task import new_model, test_data
-from flowerbed.client.trainer import group_accuracies, score
+from flowerbed.client.trainer import group_accuracies, predict, score
 from flowerbed.server.grid import RosterGrid, Traffic
 from flowerbed.server.tracking import RunTracker
 from flowerbed.sims.config import Scenario
@@ -120,9 +120,12 @@ class RoundHook:
         self.model.load_state_dict(arrays.to_torch_state_dict(), strict=False)
         loss, accuracy = evaluate_global(self.model, self.test)
         metrics = {"global_accuracy": accuracy, "global_loss": loss}
-        if self.class_groups:  # long-tailed scenarios: head / middle / tail accuracies
-            split = group_accuracies(self.model, self.test.x_test, self.test.y_test, self.class_groups)
-            metrics.update({f"global_accuracy_{group}": acc for group, acc in split.items()})
+        self._score_groups(self.model, "global_accuracy", metrics)
+        variants = getattr(self.strategy, "evaluation_variants", None)
+        for name, variant in (variants(self.model) if variants else {}).items():
+            # A strategy's other generic models (FedLoGe: SSE-C, GLA-FR's realigned head).
+            _, metrics[f"global_accuracy_{name}"] = score(variant, self.test)
+            self._score_groups(variant, f"global_accuracy_{name}", metrics)
         traffic = self.grid.take_traffic()
         if server_round > 0:
             metrics.update(client_round_metrics(traffic))
@@ -138,6 +141,14 @@ class RoundHook:
         self.tracker.log_round(server_round, metrics)
         self._round_start = time.perf_counter()
         return MetricRecord({"accuracy": accuracy, "loss": loss})
+
+
+    def _score_groups(self, model: torch.nn.Module, prefix: str, metrics: dict[str, float]) -> None:
+        """Long-tailed scenarios: accuracy on the head / middle / tail classes."""
+        if self.class_groups:
+            pred = predict(model, self.test.x_test)
+            split = group_accuracies(pred, self.test.y_test, self.class_groups)
+            metrics.update({f"{prefix}_{group}": acc for group, acc in split.items()})
 
 
 def evaluate_global(model: torch.nn.Module, test) -> tuple[float, float]:

@@ -16,7 +16,8 @@ from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowerbed.strategies.fedpub import FedPub, FedPubParams
-from flowerbed.strategies.local_keys import FedPer, LocalOnly
+from flowerbed.strategies.fedloge import FedLoGe, FedLoGeParams
+from flowerbed.strategies.local_keys import FedBABU, FedPer, LocalOnly
 
 
 class NoParams(BaseModel):
@@ -25,6 +26,10 @@ class NoParams(BaseModel):
 
 class FedProxParams(NoParams):
     proximal_mu: float = Field(default=0.01, ge=0)
+
+
+class FedBABUParams(NoParams):
+    finetune_epochs: int = Field(default=5, ge=0)
 
 
 @dataclass(frozen=True)
@@ -51,4 +56,6 @@ STRATEGIES: dict[str, StrategyEntry] = {
     "fedper": StrategyEntry(FedPer),
     "local": StrategyEntry(LocalOnly),
     "fedpub": StrategyEntry(FedPub, FedPubParams, models=("masked_gcn",)),
+    "fedbabu": StrategyEntry(FedBABU, FedBABUParams),
+    "fedloge": StrategyEntry(FedLoGe, FedLoGeParams, models=("mlp", "mlp2", "cnn")),
 }

@@ -1,4 +1,4 @@
-"""Strategies whose clients keep part (or all) of the model: FedPer and local-only.
+"""FedAvg variants that differ only in what they tell clients: FedPer, local-only, FedBABU.
 
 FedPer (Arivazhagan et al., 2019, https://arxiv.org/abs/1912.00818): the body is
 averaged as in FedAvg, each client keeps its own classifier head::
@@ -8,45 +8,64 @@ averaged as in FedAvg, each client keeps its own classifier head::
 Local-only: every client keeps its whole model; the server's average is never used
 by a client, so the reported personalized accuracy is that of isolated training.
 
-Both tell clients which parameters to keep through the train config
-(``local-keys``); clients upload only the rest.
+FedBABU (Oh, Kim, Yun, ICLR 2022, https://arxiv.org/abs/2106.06042): the head stays at
+its (shared, random) initialisation during federated training and only the body is
+learned and averaged; for personalization each client fine-tunes the head on its own
+data before it is scored.
+
+Clients learn this from the config: ``local-keys`` (parameters kept on the client and
+never uploaded), ``freeze-keys`` (not trained), ``finetune-keys`` / ``finetune-epochs``
+(trained on local data before evaluation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 
-class KeepLocal(FedAvg):
-    """FedAvg whose clients keep the parameters matching ``local_keys`` (name fragments)."""
+class ConfiguredFedAvg(FedAvg):
+    """FedAvg that adds fixed entries to every train and evaluate config it sends."""
 
-    local_keys = ""
+    train_config: dict[str, Any] = {}
+    evaluate_config: dict[str, Any] = {}
 
-    def _with_keys(self, config: ConfigRecord) -> ConfigRecord:
-        config = ConfigRecord(dict(config))
-        config["local-keys"] = self.local_keys
-        return config
+    @staticmethod
+    def _merge(config: ConfigRecord, extra: dict[str, Any]) -> ConfigRecord:
+        merged = ConfigRecord(dict(config))
+        merged.update(extra)
+        return merged
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        return super().configure_train(server_round, arrays, self._with_keys(config), grid)
+        return super().configure_train(server_round, arrays, self._merge(config, self.train_config), grid)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        return super().configure_evaluate(server_round, arrays, self._with_keys(config), grid)
+        return super().configure_evaluate(server_round, arrays, self._merge(config, self.evaluate_config), grid)
 
 
-class FedPer(KeepLocal):
+class FedPer(ConfiguredFedAvg):
     """Shared body, local head (every model of flowerbed names its classifier ``head``)."""
 
-    local_keys = "head"
+    train_config = evaluate_config = {"local-keys": "head"}
 
 
-class LocalOnly(KeepLocal):
+class LocalOnly(ConfiguredFedAvg):
     """No collaboration: each client trains and is scored on its own model alone."""
 
-    local_keys = "*"
+    train_config = evaluate_config = {"local-keys": "*"}
+
+
+class FedBABU(ConfiguredFedAvg):
+    """Body only during training (head frozen at its initialisation); the head is
+    fine-tuned locally before personalized evaluation."""
+
+    def __init__(self, *, finetune_epochs: int = 5, **fedavg: Any) -> None:
+        super().__init__(**fedavg)
+        self.train_config = {"freeze-keys": "head"}
+        self.evaluate_config = {"finetune-keys": "head", "finetune-epochs": finetune_epochs}
