@@ -28,7 +28,7 @@ from flowerbed.client.task import (ClientData, GraphData, client_data, client_de
                                    reusable_model, round_seed)
 from flowerbed.client.trainer import (TrainSettings, finetune, fit, group_accuracies, make_optimizer, predict,
                                       score)
-from flowerbed.sims.config import DATA_ROOT_KEY, ConfigError, Scenario
+from flowerbed.sims.config import ConfigError, Scenario
 from flowerbed.sims.partitions import scenario_partition
 
 #: Key of the per-client state record in ``Context.state``.

@@ -135,8 +135,6 @@ def sse_c_for(config, dim: int, num_classes: int) -> nn.Linear:
 
 def local_head(context, dim: int, num_classes: int, seed: int) -> nn.Linear:
     """phi_k from the client's state, or a fresh default-initialised one (seeded)."""
-    from flwr.app import ArrayRecord  # noqa: F401 - the record type kept in the state
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         phi = nn.Linear(dim, num_classes)

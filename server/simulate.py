@@ -8,7 +8,6 @@ ClientApp call on a Ray actor with the scenario's ``client.num_cpus`` /
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import TextIO
 

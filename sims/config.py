@@ -29,8 +29,6 @@ from flowerbed.sims.datasets import DATASET_DOMAINS, GRAPH_DATASETS, DatasetConf
 from flowerbed.sims.models import GRAPH_MODELS, MODELS
 from flowerbed.sims.partitions import DOMAIN_KINDS, GRAPH_KINDS, PARTITION_KINDS, PartitionConfig
 
-#: The Flower run-config key holding the data root, when one is given.
-DATA_ROOT_KEY = "dataset.root"
 #: Run-config keys that carry a whole scenario, and overrides on top of it.
 RUN_CONFIG_SCENARIO, RUN_CONFIG_OVERRIDES = "scenario", "overrides"
 

@@ -56,11 +56,24 @@ def format_stats(records: list[dict[str, Any]], class_groups: dict[str, list[int
     for r in records:
         lines.append(f"{r['client']:>6} " + " ".join(f"{str(r[c]):>13}" for c in columns)
                      + "  " + " ".join(map(str, r["labels"])))
-    total = sum(r.get("train", 0) for r in records)
-    lines.append(f"{len(records)} clients, {total} labelled training samples")
+    lines.append(summary_line(records))
     if class_groups:
         lines.append("classes: " + "; ".join(f"{g} {v}" for g, v in class_groups.items()))
     return "\n".join(lines)
+
+
+def summary_line(records: list[dict[str, Any]]) -> str:
+    """One line for a whole partition: clients, training samples per client, label entropy."""
+    train = np.array([r["train"] for r in records])
+    parts = [f"{len(records)} clients", f"{train.sum()} labelled training samples "
+             f"(per client min {train.min()} / median {int(np.median(train))} / max {train.max()})"]
+    if any(r.get("unlabeled") for r in records):
+        parts.append(f"{sum(r['unlabeled'] for r in records)} unlabelled")
+    if "nodes" in records[0]:
+        parts.append(f"nodes per client {min(r['nodes'] for r in records)}-{max(r['nodes'] for r in records)}")
+    parts.append(f"test per client median {int(np.median([r['test'] for r in records]))}")
+    parts.append(f"mean label entropy {np.mean([r['label_entropy'] for r in records]):.2f}")
+    return ", ".join(parts)
 
 
 def heatmap(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
