@@ -62,8 +62,9 @@ NOTES = """## Reading the table
   cross-entropy gradient is weaker by about lr = 0.01 per step, whatever lambda1 is (Adam divides
   by the gradient's scale): after about 100 steps most masks fall below the pruning threshold
   (1e-3 = lambda1), which the eval-time pruning then zeroes (see the mask sparsity column), and
-  accuracy stops improving halfway through the run. That is why the paper-form default lands at
-  FedAvg's level while the code's no-op version reproduces the published numbers.
+  accuracy stops improving halfway through the run. That is why the paper-form default ends near
+  FedAvg on disjoint-10 and below FedPer and local-only in both settings, while the code's no-op
+  version reproduces the published numbers.
 - With one full-batch step per round, a proximal term towards the received weights has zero
   gradient at that step (the weights start at the anchor): FedProx equals FedAvg and
   `fedpub_no_l1` equals `fedpub_code_noop`, run for run.
@@ -134,6 +135,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(REPO / "docs" / "results" / "fedpub.md"))
     parser.add_argument("--summarize-only", action="store_true",
                         help="run nothing; tabulate the finished runs already in the experiments")
+    parser.add_argument("--runs-command", help="with --summarize-only: the command that made the runs")
     args = parser.parse_args()
     quiet_logs()
 
@@ -147,6 +149,7 @@ def main() -> int:
 
     lines = ["# FED-PUB on Cora: results", "",
              f"Command: `.venv/bin/python bench/fedpub_results.py {' '.join(sys.argv[1:])}`".rstrip(),
+             *([f"Runs made by: `{args.runs_command}`"] if args.runs_command else []),
              f"Runs per row: see `n`; seeds {args.seeds}; scenario files `sims/fedpub_cora_disjoint10.toml`, "
              "`sims/fedpub_cora_overlap30.toml`" + (f"; rounds {args.rounds}" if args.rounds else "") + ".",
              "Metric: client-mean accuracy on each client's own test nodes after local training "
