@@ -203,17 +203,22 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """``tree[a][b][c] = value`` for the dotted ``path`` "a.b.c", making tables on the way."""
+    node = tree
+    *parents, leaf = path.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: {part!r} is a value, not a table")
+        node = child
+    node[leaf] = value
+
+
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{path}: {part!r} is a value, not a table")
-            node = child
-        node[leaf] = value
+        set_path(tree, path, value)
     return tree
 
 
@@ -231,14 +236,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        node = tree
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is a value, not a table")
-            node = child
-        node[leaf] = parse_value(text.strip())
+        set_path(tree, key.strip(), parse_value(text.strip()))
     return tree
 
 
