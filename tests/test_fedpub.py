@@ -121,9 +121,9 @@ def test_masked_gcn_prunes_small_masks_in_eval_mode_only():
     with torch.no_grad():
         model.head.mask[0, 0] = 1e-4
     model.train()
-    assert float(model.head.effective_mask()[0, 0]) == pytest.approx(1e-4)
+    assert float(model.head.effective_mask().detach()[0, 0]) == pytest.approx(1e-4)
     model.eval()
-    assert float(model.head.effective_mask()[0, 0]) == 0
+    assert float(model.head.effective_mask().detach()[0, 0]) == 0
 
 
 def test_similarity_groups_clients_of_the_same_community_in_simulation(tmp_path):
