@@ -22,12 +22,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from flowerbed.client import fedloge, fedpub
-from flowerbed.client.personal import (compose_state, local_patterns, restore_optimizer, shared_state,
+from flowerbed.client.personal import (compose_state, name_patterns, restore_optimizer, shared_state,
                                        store_local, store_optimizer)
 from flowerbed.client.task import (ClientData, GraphData, client_data, client_device, initial_state,
                                    reusable_model, round_seed)
-from flowerbed.client.trainer import (TrainSettings, finetune, fit, group_accuracies, make_optimizer, predict,
-                                      score)
+from flowerbed.client.trainer import (TrainSettings, finetune, fit, group_accuracies, make_optimizer, matches,
+                                      predict, score)
 from flowerbed.sims.config import ConfigError, Scenario
 from flowerbed.sims.partitions import scenario_partition
 
@@ -106,17 +106,13 @@ def _after_training(model: torch.nn.Module, data: ClientData | GraphData, config
     return out
 
 
-def _patterns(config: ConfigRecord, key: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in str(config.get(key, "")).split(",") if p.strip())
-
-
 def _train(model: torch.nn.Module, data: ClientData | GraphData, settings: TrainSettings, config: ConfigRecord,
            context: Context, received: dict, server_round: int, generator: torch.Generator,
            keep_optimizer: bool) -> float:
     """Local training with what the config asks for: frozen parameters (FedBABU), kept
     optimizer state, FED-PUB's regularisers."""
-    frozen = _patterns(config, "freeze-keys")
-    trainable = [p for n, p in model.named_parameters() if not any(q in n for q in frozen)]
+    frozen = name_patterns(config, "freeze-keys")
+    trainable = [p for n, p in model.named_parameters() if not matches(n, frozen)]
     optimizer = make_optimizer(trainable, settings)
     keep_optimizer = keep_optimizer or bool(config.get("keep-optimizer", False))
     if keep_optimizer:
@@ -159,7 +155,7 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         resolved, partition_id, data = _setup(message, context, scenario)
         config = message.content["config"]
         server_round = int(config["server-round"])
-        local = local_patterns(config)
+        local = name_patterns(config)
         received = message.content["arrays"].to_torch_state_dict()
         model = _load(resolved, context, received, local)
 
@@ -196,7 +192,7 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         resolved, partition_id, data = _setup(message, context, scenario)
         config = message.content["config"]
         received = message.content["arrays"].to_torch_state_dict()
-        model = _load(resolved, context, received, local_patterns(config))
+        model = _load(resolved, context, received, name_patterns(config))
         groups = scenario_partition(resolved).class_groups
         extra: dict = {}
         if config.get("fedloge", False):  # psi + phi_k, plain and realigned by GLA-FR
@@ -213,7 +209,7 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
             if "finetune-keys" in config:  # FedBABU: the head is fine-tuned on local data first
                 settings = TrainSettings.from_scenario(resolved.client)
                 seed = round_seed(resolved, int(config.get("server-round", 0)), partition_id) + 1
-                model = finetune(model, data, settings, _patterns(config, "finetune-keys"),
+                model = finetune(model, data, settings, name_patterns(config, "finetune-keys"),
                                  int(config.get("finetune-epochs", 0)), torch.Generator().manual_seed(seed))
             loss, accuracy = score(model, data)
             if groups and isinstance(data, ClientData):

@@ -13,17 +13,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from torch import nn
 
+from flowerbed.client.trainer import matches
+
 LOCAL_PARAMS = "local-params"
 OPTIMIZER_STATE = "optimizer-state"
 
 
-def local_patterns(config: ConfigRecord) -> tuple[str, ...]:
-    raw = str(config.get("local-keys", "")).strip()
-    return tuple(p.strip() for p in raw.split(",") if p.strip())
-
-
-def is_local(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(p == "*" or p in name for p in patterns)
+def name_patterns(config: ConfigRecord, key: str = "local-keys") -> tuple[str, ...]:
+    """The comma-separated name fragments under ``key`` of a config (``local-keys``,
+    ``freeze-keys``, ``finetune-keys``)."""
+    return tuple(p.strip() for p in str(config.get(key, "")).split(",") if p.strip())
 
 
 def compose_state(initial: dict[str, torch.Tensor], received: dict[str, torch.Tensor],
@@ -42,13 +41,13 @@ def local_state(context: Context) -> dict[str, torch.Tensor]:
 
 def store_local(model: nn.Module, context: Context, patterns: tuple[str, ...]) -> None:
     if patterns:
-        kept = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if is_local(k, patterns)}
+        kept = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if matches(k, patterns)}
         context.state[LOCAL_PARAMS] = ArrayRecord(kept)
 
 
 def shared_state(model: nn.Module, patterns: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """What the client uploads: every parameter but its local ones."""
-    return {k: v for k, v in model.state_dict().items() if not is_local(k, patterns)}
+    return {k: v for k, v in model.state_dict().items() if not matches(k, patterns)}
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, context: Context) -> None:

@@ -110,6 +110,11 @@ def fit(model: nn.Module, data, settings: TrainSettings, generator: torch.Genera
     return train_local(model, data.x_train, data.y_train, settings, generator, optimizer, extra)
 
 
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a parameter name contains one of ``patterns`` (``*`` matches all)."""
+    return any(p == "*" or p in name for p in patterns)
+
+
 def finetune(model: nn.Module, data, settings: TrainSettings, patterns: tuple[str, ...], epochs: int,
              generator: torch.Generator) -> nn.Module:
     """A copy of ``model`` whose parameters matching ``patterns`` (name fragments) were
@@ -117,7 +122,7 @@ def finetune(model: nn.Module, data, settings: TrainSettings, patterns: tuple[st
     import copy
 
     tuned = copy.deepcopy(model)
-    trainable = [p for n, p in tuned.named_parameters() if any(q in n for q in patterns)]
+    trainable = [p for n, p in tuned.named_parameters() if matches(n, patterns)]
     if epochs > 0 and trainable:
         fit(tuned, data, dataclasses.replace(settings, local_epochs=epochs), generator,
             make_optimizer(trainable, settings))

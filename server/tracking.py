@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import tomli_w
 import torch
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from flowerbed.sims.config import Scenario
@@ -129,9 +129,6 @@ class RunTracker:
             now = int(time.time() * 1000)
             batch = [Metric(k, float(v), now, self.scenario.rounds) for k, v in metrics.items()]
             self.client.log_batch(self.run_id, metrics=batch)
-
-    def log_tags(self, tags: dict[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_dict(self, data: dict[str, Any], path: str) -> None:
         self.client.log_dict(self.run_id, data, path)
