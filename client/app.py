@@ -10,22 +10,27 @@ Messages:
 * ``query``: reply ``partition-id`` and ``num-examples`` (the server's roster);
 * ``train``: load ``arrays``, train locally, reply ``arrays`` and ``train_loss``;
 * ``evaluate``: load ``arrays``, score them on the client's own label-matched test
-  split, reply ``accuracy`` and ``loss`` (the personalized accuracy).
+  split, reply ``accuracy`` and ``loss`` (the personalized accuracy);
+* ``query.ggeur_stats`` / ``query.ggeur_geometry``: GGEUR's setup phase (reply the
+  class statistics; build the augmented set from the geometry and keep it in the
+  state, where ``train`` finds it when the config says ``ggeur-data``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from flowerbed.client import fedloge, fedpub
+from flowerbed.client import fedloge, fedpub, ggeur
 from flowerbed.client.personal import (compose_state, name_patterns, restore_optimizer, shared_state,
                                        store_local, store_optimizer)
 from flowerbed.client.task import (ClientData, GraphData, client_data, client_device, initial_state,
-                                   reusable_model, round_seed)
+                                   load_num_classes, reusable_model, round_seed)
 from flowerbed.client.trainer import (TrainSettings, finetune, fit, group_accuracies, make_optimizer, matches,
                                       predict, score)
 from flowerbed.sims.config import ConfigError, Scenario
@@ -128,6 +133,23 @@ def _train(model: torch.nn.Module, data: ClientData | GraphData, settings: Train
     return loss
 
 
+def _training_data(data: ClientData | GraphData, config: ConfigRecord, context: Context) -> ClientData | GraphData:
+    """The client's labelled rows, or its GGEUR-augmented set when the config asks."""
+    if not config.get("ggeur-data", False):
+        return data
+    if ggeur.DATA_KEY not in context.state.array_records:
+        raise RuntimeError("train config asks for ggeur-data but this client has no augmented set "
+                           "(the GGEUR setup phase did not reach it)")
+    stored = context.state.array_records[ggeur.DATA_KEY].to_torch_state_dict()
+    device = data.x_train.device
+    return dataclasses.replace(data, x_train=stored["x"].to(device), y_train=stored["y"].to(device))
+
+
+def _unit_weight(config: ConfigRecord) -> dict[str, int]:
+    """A weight of 1 per reply, for strategies told to average without sample weights."""
+    return {"unit-weight": 1} if config.get("unit-weight", False) else {}
+
+
 def _phi_seed(scenario: Scenario, partition_id: int) -> int:
     return round_seed(scenario, 0, partition_id)
 
@@ -137,7 +159,11 @@ def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _groups(prefix: str, pred: torch.Tensor, data: ClientData, groups: dict[str, list[int]]) -> dict[str, float]:
-    return {f"{prefix}_{g}": acc for g, acc in group_accuracies(pred, data.y_test, groups).items()}
+    """Accuracy per class group, NaN for a group without a local test sample: every
+    client replies the same keys (Flower's aggregation requires it), and the server
+    averages each group over the clients that have it."""
+    found = group_accuracies(pred, data.y_test, groups)
+    return {f"{prefix}_{g}": found.get(g, float("nan")) for g in groups}
 
 
 def build_client_app(scenario: Scenario | None = None) -> ClientApp:
@@ -150,6 +176,34 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         metrics = MetricRecord({"partition-id": partition_id, "num-examples": data.num_train})
         return Message(RecordDict({"metrics": metrics}), reply_to=message)
 
+    @app.query("ggeur_stats")
+    def ggeur_stats(message: Message, context: Context) -> Message:
+        resolved, partition_id, data = _setup(message, context, scenario)
+        config = message.content["config"]
+        x = data.x_train.detach().cpu().reshape(data.num_train, -1).numpy()
+        stats = ggeur.class_statistics(x, data.y_train.cpu().numpy())
+        arrays = ggeur.upload_arrays(stats, str(config["upload"]), int(config["upload-eigenpairs"]))
+        info = ConfigRecord({"num-classes": int(load_num_classes(resolved))})
+        domain = scenario_partition(resolved).clients[partition_id].domain
+        if domain:  # no empty string: Flower 1.39's count_bytes rejects it
+            info["domain"] = domain
+        record = ArrayRecord()
+        for key, value in arrays.items():
+            record[key] = Array(np.ascontiguousarray(value))
+        return Message(RecordDict({ggeur.STATS_KEY: record, "info": info}), reply_to=message)
+
+    @app.query("ggeur_geometry")
+    def ggeur_geometry(message: Message, context: Context) -> Message:
+        resolved, partition_id, data = _setup(message, context, scenario)
+        config = message.content["config"]
+        arrays = {k: v.numpy() for k, v in message.content[ggeur.GEOMETRY_KEY].items()}
+        x, y = ggeur.augmented_set(data.x_train, data.y_train, arrays, config,
+                                   round_seed(resolved, 0, partition_id) + 2)
+        context.state[ggeur.DATA_KEY] = ArrayRecord({"x": x, "y": y})
+        metrics = MetricRecord({"partition-id": partition_id, "num-examples": len(y),
+                                "num-generated": len(y) - data.num_train})
+        return Message(RecordDict({"metrics": metrics}), reply_to=message)
+
     @app.train()
     def train(message: Message, context: Context) -> Message:
         resolved, partition_id, data = _setup(message, context, scenario)
@@ -159,7 +213,9 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         received = message.content["arrays"].to_torch_state_dict()
         model = _load(resolved, context, received, local)
 
-        settings = TrainSettings.from_scenario(resolved.client, float(config.get("proximal-mu", 0.0)))
+        data = _training_data(data, config, context)
+        settings = TrainSettings.from_scenario(resolved.client, float(config.get("proximal-mu", 0.0)),
+                                               bool(config.get("double-softmax", False)))
         seed = round_seed(resolved, server_round, partition_id)
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -183,8 +239,10 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
             "state-first-round": int(state["first-round"]),
             "on-gpu": int(client_device(resolved).type == "cuda"),
             **_after_training(model, data, config),
+            **_unit_weight(config),
         })
-        arrays = ArrayRecord(shared_state(model, local))
+        # "share-local": the client keeps its own model yet uploads it (GGEUR's code loop).
+        arrays = ArrayRecord(shared_state(model, () if config.get("share-local", False) else local))
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
 
     @app.evaluate()
@@ -220,6 +278,7 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
             "accuracy": accuracy,
             "partition-id": partition_id,
             **extra,
+            **_unit_weight(config),
         })
         return Message(RecordDict({"metrics": metrics}), reply_to=message)
 

@@ -106,6 +106,10 @@ def input_spec(data: ArrayDataset | GraphDataset) -> tuple[tuple[int, ...], int]
     return data.input_shape, data.num_classes
 
 
+def load_num_classes(scenario: Scenario) -> int:
+    return input_spec(load_dataset(scenario.dataset))[1]
+
+
 def new_model(scenario: Scenario) -> nn.Module:
     """The scenario's model, initialised from its seed."""
     shape, num_classes = input_spec(load_dataset(scenario.dataset))

@@ -25,11 +25,13 @@ class TrainSettings:
     weight_decay: float = 0.0
     # FedProx's mu: adds (mu / 2) * ||w - w_global||^2 to the loss (Li et al., 2020, eq. 2).
     proximal_mu: float = 0.0
+    # Cross-entropy applied to softmax outputs instead of logits (GGEUR's official loop).
+    double_softmax: bool = False
 
     @classmethod
-    def from_scenario(cls, client, proximal_mu: float = 0.0) -> "TrainSettings":
+    def from_scenario(cls, client, proximal_mu: float = 0.0, double_softmax: bool = False) -> "TrainSettings":
         return cls(client.local_epochs, client.batch_size, client.lr, client.optimizer,
-                   client.momentum, client.weight_decay, proximal_mu)
+                   client.momentum, client.weight_decay, proximal_mu, double_softmax)
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -82,7 +84,10 @@ def train_local(
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x), settings.batch_size):
             idx = order[start:start + settings.batch_size]
-            loss = proximal(model, F.cross_entropy(model(x[idx]), y[idx]))
+            logits = model(x[idx])
+            if settings.double_softmax:
+                logits = logits.softmax(dim=1)
+            loss = proximal(model, F.cross_entropy(logits, y[idx]))
             losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
     return sum(losses) / max(len(losses), 1)
 
@@ -177,4 +182,13 @@ def group_accuracies(pred: torch.Tensor, y: torch.Tensor, groups: dict[str, list
         mask = torch.isin(y, torch.tensor(classes, dtype=y.dtype))
         if bool(mask.any()):
             out[name] = float((pred[mask] == y[mask]).float().mean())
+    return out
+
+
+def domain_accuracies(pred: torch.Tensor, y: torch.Tensor, domain_rows: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Accuracy on each domain's rows of a test set and ``domain_mean``, their unweighted
+    mean (the multi-domain metric of GGEUR and FRAug); empty domains are left out."""
+    out = {d: float((pred[rows] == y[rows]).float().mean()) for d, rows in domain_rows.items() if len(rows)}
+    if out:
+        out["domain_mean"] = sum(out.values()) / len(out)
     return out

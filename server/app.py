@@ -8,6 +8,7 @@ The same app runs under the Simulation Engine and over gRPC.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -21,7 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from flowerbed.client.task import new_model, test_data
-from flowerbed.client.trainer import group_accuracies, predict, score
+from flowerbed.client.trainer import domain_accuracies, group_accuracies, predict, score
 from flowerbed.server.grid import RosterGrid, Traffic
 from flowerbed.server.tracking import RunTracker
 from flowerbed.sims.config import Scenario
@@ -90,9 +91,12 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
         out["personalized_accuracy_weighted"] = _mean([m["accuracy"] for m in scored], weights)
         out["personalized_loss"] = _mean([m["loss"] for m in scored], weights)
         # Strategies may report more personalized metrics under the same prefix.
+        # NaN: the client has no test sample for that metric (e.g. a class group).
         extra = {k for m in scored for k in m if k.startswith("personalized_")}
         for key in sorted(extra):
-            out[key] = _mean([m[key] for m in scored if key in m])
+            values = [m[key] for m in scored if key in m and not math.isnan(m[key])]
+            if values:
+                out[key] = _mean(values)
     return out
 
 
@@ -112,7 +116,10 @@ class RoundHook:
         self.summary = summary
         self.model = new_model(scenario)
         self.test = test_data(scenario)
-        self.class_groups = scenario_partition(scenario).class_groups
+        partition = scenario_partition(scenario)
+        self.class_groups = partition.class_groups
+        # Multi-domain scenarios: each domain's test rows (the domain clients' test split).
+        self.domain_tests = {c.domain: torch.from_numpy(c.test) for c in partition.clients if c.domain}
         self._round_start = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -121,12 +128,16 @@ class RoundHook:
         loss, accuracy = evaluate_global(self.model, self.test)
         metrics = {"global_accuracy": accuracy, "global_loss": loss}
         self._score_groups(self.model, "global_accuracy", metrics)
+        self._score_domains(self.model, metrics)
         variants = getattr(self.strategy, "evaluation_variants", None)
         for name, variant in (variants(self.model) if variants else {}).items():
             # A strategy's other generic models (FedLoGe: SSE-C, GLA-FR's realigned head).
             _, metrics[f"global_accuracy_{name}"] = score(variant, self.test)
             self._score_groups(variant, f"global_accuracy_{name}", metrics)
         traffic = self.grid.take_traffic()
+        setup = getattr(self.strategy, "setup_report", None)
+        if server_round == 0 and setup is not None:  # a setup phase before round 1 (GGEUR)
+            metrics.update(setup())
         if server_round > 0:
             metrics.update(client_round_metrics(traffic))
             metrics["round_seconds"] = time.perf_counter() - self._round_start
@@ -142,6 +153,14 @@ class RoundHook:
         self._round_start = time.perf_counter()
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 
+    def _score_domains(self, model: torch.nn.Module, metrics: dict[str, float]) -> None:
+        """Multi-domain scenarios: accuracy on each domain's test split and their
+        unweighted mean (GGEUR's and FRAug's metric)."""
+        if len(self.domain_tests) < 2:
+            return
+        pred = predict(model, self.test.x_test)
+        split = domain_accuracies(pred, self.test.y_test, self.domain_tests)
+        metrics.update({f"global_accuracy_{d}": acc for d, acc in split.items()})
 
     def _score_groups(self, model: torch.nn.Module, prefix: str, metrics: dict[str, float]) -> None:
         """Long-tailed scenarios: accuracy on the head / middle / tail classes."""

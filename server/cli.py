@@ -99,7 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from flowerbed.server.compare import ACCURACIES, compare
 
     metrics = tuple(args.metric) if args.metric else ACCURACIES
-    return compare(args.experiment, args.tracking_uri, Path(args.output), args.group_by, metrics)
+    return compare(args.experiment, args.tracking_uri, Path(args.output), args.group_by, metrics, args.where)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--group-by", default="strategy", help="run tag to group by (default: strategy)")
     cmp.add_argument("--metric", action="append",
                      help="metric to tabulate and plot (repeatable; default global_accuracy, personalized_accuracy)")
+    cmp.add_argument("--where", default="", help="MLflow filter on the runs, e.g. \"tags.scenario = 'a'\"")
     cmp.add_argument("--verbose", action="store_true")
     cmp.set_defaults(func=cmd_compare)
     return parser

@@ -43,9 +43,11 @@ class RunCurves:
 
 
 def load_runs(client: MlflowClient, experiment_id: str, group_by: str = "strategy",
-              metrics: tuple[str, ...] = ACCURACIES) -> list[RunCurves]:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'simulation'",
-                              max_results=10_000)
+              metrics: tuple[str, ...] = ACCURACIES, where: str = "") -> list[RunCurves]:
+    """Every run but the summaries (simulations, and references such as a centralized
+    ceiling logged by a results script), narrowed by an MLflow filter ``where``."""
+    query = f"tags.`{KIND_TAG}` != 'summary'" + (f" and {where}" if where else "")
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=10_000)
     loaded = []
     for run in runs:
         curves = {m: {h.step: h.value for h in client.get_metric_history(run.info.run_id, m)}
@@ -106,16 +108,17 @@ def plot(groups: dict[str, list[RunCurves]], path: Path, metrics: tuple[str, ...
 
 
 def compare(experiment: str, tracking_uri: str, output: Path, group_by: str = "strategy",
-            metrics: tuple[str, ...] = ACCURACIES) -> int:
+            metrics: tuple[str, ...] = ACCURACIES, where: str = "") -> int:
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         print(f"flowerbed: error: --experiment: no experiment named {experiment!r} at {tracking_uri}",
               file=sys.stderr)
         return 2
-    runs = load_runs(client, found.experiment_id, group_by, metrics)
+    runs = load_runs(client, found.experiment_id, group_by, metrics, where)
     if not runs:
-        print(f"flowerbed: error: --experiment: {experiment!r} has no simulation runs", file=sys.stderr)
+        print(f"flowerbed: error: --experiment: {experiment!r} has no runs"
+              + (f" matching --where {where!r}" if where else ""), file=sys.stderr)
         return 2
     groups: dict[str, list[RunCurves]] = {}
     for run in runs:

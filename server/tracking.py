@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from flowerbed.sims.config import Scenario
+from flowerbed.strategies import ggeur_params
 
 #: Tag set on every simulation run, so summaries and other runs can be told apart.
 KIND_TAG = "flowerbed.kind"
@@ -109,7 +110,12 @@ class RunTracker:
             self.client.set_terminated(self.run_id, status=status)
 
     def _log_config(self) -> None:
-        params = [Param(k, str(v)) for k, v in self.scenario.to_run_config().items()]
+        values = self.scenario.to_run_config()
+        ggeur = ggeur_params(self.scenario.strategy.params)
+        if ggeur is not None:  # every GGEUR choice, defaults included (paper vs code options)
+            values.pop("strategy.ggeur", None)
+            values.update({f"strategy.ggeur.{k}": v for k, v in ggeur.model_dump().items()})
+        params = [Param(k, str(v)) for k, v in values.items()]
         for start in range(0, len(params), MLFLOW_BATCH):
             self.client.log_batch(self.run_id, params=params[start:start + MLFLOW_BATCH])
         self.client.log_text(self.run_id, tomli_w.dumps(self.scenario.to_dict()), "config.toml")

@@ -37,6 +37,10 @@ class ConfigError(ValueError):
     """A scenario that cannot run; ``str(err)`` is a one-line message naming the key."""
 
 
+#: Models on feature vectors, the ones GGEUR's embedding augmentation applies to.
+GGEUR_MODELS = ("logreg", "mlp", "mlp2")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -143,6 +147,9 @@ class Scenario(_Section):
         if needs and self.model.name not in needs:
             raise ValueError(f"strategy.name={self.strategy.name!r} needs model.name in {list(needs)}, "
                              f"not {self.model.name!r}")
+        if self.strategy.params.get("ggeur", False) not in (False, None) and self.model.name not in GGEUR_MODELS:
+            raise ValueError(f"strategy.ggeur augments feature vectors: it needs model.name in "
+                             f"{list(GGEUR_MODELS)}, not {self.model.name!r}")
         if self.sampling.min_clients > self.partition.num_clients:
             raise ValueError(
                 f"sampling.min_clients={self.sampling.min_clients} exceeds "
@@ -289,12 +296,16 @@ def parse_scenario(tree: dict[str, Any]) -> Scenario:
         scenario = Scenario.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
-    params_model = STRATEGIES[scenario.strategy.name].params
+    params_model = STRATEGIES[scenario.strategy.name].schema
     try:
         params_model.model_validate(scenario.strategy.params)
     except ValidationError as err:
         first = err.errors()[0]
         key = f"strategy.{'.'.join(map(str, first['loc']))}"
+        if first["type"] == "extra_forbidden" and first["loc"][0] == "ggeur":
+            from flowerbed.strategies.ggeur import GGEURParams
+
+            raise ConfigError(f"{key}: unknown GGEUR key; allowed: {', '.join(GGEURParams.model_fields)}") from None
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(["name", *params_model.model_fields])
             raise ConfigError(f"{key}: unknown key for strategy {scenario.strategy.name!r}; "

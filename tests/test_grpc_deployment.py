@@ -65,6 +65,55 @@ min_clients = {NUM_NODES}
 """
 
 
+# FedLoGe and GGEUR (multi-domain: two Office-Caltech domains, one per SuperNode).
+FEDLOGE_SCENARIO = f"""
+seed = 0
+rounds = {ROUNDS}
+[dataset]
+name = "digits"
+[partition]
+kind = "longtail_dirichlet"
+num_clients = {NUM_NODES}
+imbalance_factor = 10
+alpha = 1.0
+[model]
+name = "mlp2"
+hidden = 16
+[strategy]
+name = "fedloge"
+etf_steps = 200
+[client]
+local_epochs = 1
+batch_size = 8
+lr = 0.03
+momentum = 0.5
+[sampling]
+min_clients = {NUM_NODES}
+"""
+GGEUR_SCENARIO = f"""
+seed = 0
+rounds = {ROUNDS}
+[dataset]
+name = "office_caltech10"
+[partition]
+kind = "domain_dirichlet"
+domains = "webcam,dslr"
+alpha = 0.5
+[model]
+name = "logreg"
+[strategy]
+name = "fedprox"
+ggeur = true
+[client]
+local_epochs = 1
+batch_size = 16
+lr = 0.001
+optimizer = "adam"
+[sampling]
+min_clients = {NUM_NODES}
+"""
+
+
 # --- the test -----------------------------------------------------------------------
 
 
@@ -126,17 +175,32 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     # What the ServerApp logged, on "the SuperLink host".
     assert_mlflow_run(tracking_uri, experiment, num_clients=NUM_NODES, rounds=ROUNDS)
 
-    # Second run on the same federation: FED-PUB, unchanged code.
-    fedpub_experiment = f"{experiment}-fedpub"
-    fedpub_file = write_run_config(tmp_path / "run-config-fedpub.toml", {
-        "scenario": FEDPUB_SCENARIO,
-        "overrides": f"mlflow.tracking_uri='{tracking_uri}'; mlflow.experiment='{fedpub_experiment}'",
-    })
-    fedpub_cli = processes.start("flwr-run-fedpub", [
-        str(BIN / "flwr"), "run", str(REPO), CONNECTION, "--run-config", str(fedpub_file), "--stream",
-    ], env=cli_env, cwd=REPO)
-    runs = wait_for_runs(fedpub_cli, processes, servers, CONNECTION, cli_env, tmp_path, RUN_TIMEOUT_S)
-    assert len(runs) == 2 and all(r["status"] == "finished:completed" for r in runs), runs
-    run = assert_mlflow_run(tracking_uri, fedpub_experiment, num_clients=NUM_NODES, rounds=ROUNDS)
+    # More runs on the same federation, unchanged code: FED-PUB, FedLoGe, FedProx+GGEUR.
+    def run_scenario(label: str, scenario: str, count: int):
+        name = f"{experiment}-{label}"
+        config = write_run_config(tmp_path / f"run-config-{label}.toml", {
+            "scenario": scenario,
+            "overrides": f"mlflow.tracking_uri='{tracking_uri}'; mlflow.experiment='{name}'",
+        })
+        cli = processes.start(f"flwr-run-{label}", [
+            str(BIN / "flwr"), "run", str(REPO), CONNECTION, "--run-config", str(config), "--stream",
+        ], env=cli_env, cwd=REPO)
+        runs = wait_for_runs(cli, processes, servers, CONNECTION, cli_env, tmp_path, RUN_TIMEOUT_S)
+        assert len(runs) == count and all(r["status"] == "finished:completed" for r in runs), runs
+        return assert_mlflow_run(tracking_uri, name, num_clients=NUM_NODES, rounds=ROUNDS)
+
+    run = run_scenario("fedpub", FEDPUB_SCENARIO, 2)
     assert run.data.tags["strategy"] == "fedpub"
     assert "fedpub_alpha_self" in run.data.metrics and "personalized_accuracy_trained" in run.data.metrics
+
+    run = run_scenario("fedloge", FEDLOGE_SCENARIO, 3)
+    assert run.data.tags["strategy"] == "fedloge"
+    assert {"global_accuracy_glafr", "personalized_accuracy_glafr"} <= set(run.data.metrics)
+
+    # GGEUR's setup phase (statistics up, geometry and prototypes down, augmentation
+    # kept in each SuperNode's Context.state) before FedProx's rounds.
+    run = run_scenario("ggeur", GGEUR_SCENARIO, 4)
+    assert run.data.params["strategy.ggeur.augment"] == "geometry"
+    assert run.data.metrics["ggeur_multi_domain"] == 1.0 and run.data.metrics["ggeur_bytes_up"] > 0
+    assert run.data.metrics["ggeur_augmented_examples"] >= NUM_NODES * 10 * 50
+    assert "global_accuracy_domain_mean" in run.data.metrics
