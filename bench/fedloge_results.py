@@ -29,7 +29,17 @@ METHODS = {
     "fedavg": ["strategy={name='fedavg'}"],
     "fedper": ["strategy={name='fedper'}"],
     "fedbabu": ["strategy={name='fedbabu'}"],
+    # Diagnostics (spec §8 pitfalls), not run by default: the norm-0.1 temperature, the
+    # code's frozen random SSE-C bias, a dense ETF (beta = 0).
+    "fedloge-etf_norm1": ["strategy.etf_norm=1.0"],
+    "fedloge-bias_random": ["strategy.sse_c_bias='random_frozen'"],
+    "fedloge-dense_etf": ["strategy.beta=0.0"],
 }
+MAIN = ["fedloge", "fedavg", "fedper", "fedbabu"]
+# Metrics of the diagnostics table (FedLoGe's; the baselines' plain global/personalized).
+DIAGNOSTIC = [("generic GLA-FR", "global_accuracy_glafr"), ("generic SSE-C", "global_accuracy_ssec"),
+              ("generic psi", "global_accuracy"), ("tail, GLA-FR", "global_accuracy_glafr_tail"),
+              ("personalized GLA-FR", "personalized_accuracy_glafr")]
 # (label, metric of FedLoGe, metric of the baselines): FedLoGe's headline heads are
 # GLA-FR's; its SSE-C and unrealigned heads are shown too.
 ROWS = [
@@ -51,9 +61,39 @@ def last(uri: str, run, metric: str) -> float:
     return values[max(values)] if values else float("nan")
 
 
+def at(uri: str, run, metric: str, step: int) -> float:
+    return history(uri, run.info.run_id, metric).get(step, float("nan"))
+
+
+def diagnostics(uri: str, runs: dict) -> list[str]:
+    """Pitfall runs (shorter, fewer seeds) beside FedLoGe and FedAvg at the same round
+    and seeds: runs are deterministic, so a 200-round run at round R is where an
+    R-round run of the same config ends."""
+    extra = [m for m in METHODS if m not in MAIN and m in runs]
+    if not extra:
+        return []
+    step = min(int(r.data.params["rounds"]) for m in extra for r in runs[m])
+    seeds = {r.data.tags["seed"] for m in extra for r in runs[m]}
+    lines = ["", f"Diagnostics at round {step}, seeds {sorted(seeds)} (overall accuracy; FedAvg: its global "
+             "and personalized model):", "",
+             "| method | " + " | ".join(label for label, _ in DIAGNOSTIC) + " |", "|---|" + "---|" * len(DIAGNOSTIC)]
+    for method in ["fedloge", "fedavg", *extra]:
+        chosen = [r for r in runs.get(method, []) if r.data.tags["seed"] in seeds]
+        if not chosen:
+            continue
+        cells = []
+        for _, metric in DIAGNOSTIC:
+            if method == "fedavg":
+                metric = "personalized_accuracy" if metric.startswith("personalized") else \
+                    "global_accuracy_tail" if metric.endswith("tail") else "global_accuracy"
+            cells.append(mean_std([at(uri, r, metric, step) for r in chosen]))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=MAIN, choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, help="override the scenario's rounds (quick looks)")
     parser.add_argument("--set", action="append", default=[], help="extra overrides for every run")
@@ -79,7 +119,7 @@ def main() -> int:
              "realigned psi; personalized = GLA-FR's psi^ + phi_k (no test-time mask). Baselines: the global "
              "model (generic) and each client's model (personalized).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method in [m for m in METHODS if m in runs]:
+    for method in [m for m in MAIN if m in runs]:
         chosen = runs[method]
         cells = [method, str(len(chosen))]
         for label, ours, theirs in (ROWS[0], ROWS[3]):
@@ -93,6 +133,7 @@ def main() -> int:
         lines += ["", "FedLoGe's other heads (overall accuracy):", ""]
         for label, metric, _ in ROWS:
             lines.append(f"- {label}: {mean_std([last(args.tracking_uri, r, metric) for r in runs['fedloge']])}")
+    lines += diagnostics(args.tracking_uri, runs)
     lines += ["", REFERENCE]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -105,8 +105,8 @@ def curve_stats(uri: str, runs: list, metric: str) -> tuple[list[float], list[fl
 def summarize(args: argparse.Namespace) -> str:
     uri, experiment = args.tracking_uri, args.experiment
     lines = ["# GGEUR: results", "",
-             f"Command: `.venv/bin/python bench/ggeur_results.py {' '.join(sys.argv[1:])}`".rstrip(),
-             "", "Accuracy in %, mean ± std over seeds; *last* = last round (primary), *best* = best round "
+             "Written by `bench/ggeur_results.py` from the runs in its MLflow experiment; each table says the "
+             "command that reruns it. Accuracy in %, mean ± std over seeds; *last* = last round (primary), *best* = best round "
              "(what the official scripts print). Δ = last-round gain over FedAvg. GGEUR defaults: the paper's "
              "method (`noise_scale = sqrt_eigenvalue` i.e. N(x, Σ_c), all clients pooled, all eigenpairs) with "
              "correct FedAvg (re-synced, sample-weighted). Ablations use the same per-class targets: "
@@ -118,7 +118,11 @@ def summarize(args: argparse.Namespace) -> str:
         if not runs:
             continue
         path, overrides, metric = SCENARIOS[name]
+        seeds = sorted({int(r.data.tags.get("seed", -1)) for rs in runs.values() for r in rs})
+        rerun = (f".venv/bin/python bench/ggeur_results.py --scenarios {name} --seeds {' '.join(map(str, seeds))} "
+                 f"--methods {' '.join(m for m in METHODS if m in runs)}")
         lines += [f"## {name}: `{path.name}` with `{' '.join(overrides)}` (metric `{metric}`)", "",
+                  f"Rerun: `{rerun}`", "",
                   "| method | seeds | last | best | Δ last vs FedAvg |", "|---|---|---|---|---|"]
         base = np.nanmean(curve_stats(uri, runs["fedavg"], metric)[0]) if "fedavg" in runs else float("nan")
         for method in [m for m in METHODS if m in runs]:

@@ -44,9 +44,9 @@ class RunCurves:
 
 def load_runs(client: MlflowClient, experiment_id: str, group_by: str = "strategy",
               metrics: tuple[str, ...] = ACCURACIES, where: str = "") -> list[RunCurves]:
-    """Every run but the summaries (simulations, and references such as a centralized
-    ceiling logged by a results script), narrowed by an MLflow filter ``where``."""
-    query = f"tags.`{KIND_TAG}` != 'summary'" + (f" and {where}" if where else "")
+    """Every finished run but the summaries (simulations, and references such as a
+    centralized ceiling logged by a results script), narrowed by an MLflow filter ``where``."""
+    query = f"tags.`{KIND_TAG}` != 'summary' and attributes.status = 'FINISHED'" + (f" and {where}" if where else "")
     runs = client.search_runs([experiment_id], filter_string=query, max_results=10_000)
     loaded = []
     for run in runs:
