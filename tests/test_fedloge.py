@@ -153,3 +153,28 @@ def s_model_keys(scenario) -> list[str]:
     from flowerbed.client.task import new_model
 
     return list(new_model(scenario).state_dict())
+
+
+def test_group_metrics_of_clients_without_a_group_are_left_out_of_the_mean():
+    """A client with no test sample of a class group replies NaN for it (every reply has
+    the same keys, as Flower's aggregation requires); the round's mean skips it."""
+    import math
+
+    from flowerbed.client.app import _groups
+    from flowerbed.client.task import ClientData
+    from flowerbed.server.app import client_round_metrics
+    from flowerbed.server.grid import Traffic
+
+    groups = {"head": [0], "tail": [1]}
+    empty = torch.zeros(0)
+    only_head = ClientData(empty, empty.long(), empty, torch.zeros(2, 1), torch.tensor([0, 0]))
+    replied = _groups("personalized_accuracy", torch.tensor([0, 1]), only_head, groups)
+    assert replied["personalized_accuracy_head"] == 0.5 and math.isnan(replied["personalized_accuracy_tail"])
+
+    other = {"personalized_accuracy_head": 1.0, "personalized_accuracy_tail": 0.25}
+    traffic = Traffic(metrics={"evaluate": {
+        0: {"num-examples": 2, "accuracy": 0.5, "loss": 1.0, **replied},
+        1: {"num-examples": 4, "accuracy": 0.5, "loss": 1.0, **other},
+    }})
+    out = client_round_metrics(traffic)
+    assert out["personalized_accuracy_head"] == 0.75 and out["personalized_accuracy_tail"] == 0.25
