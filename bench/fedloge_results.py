@@ -17,12 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from results_common import finished_runs, history, mean_std, run_tagged
+from results_common import REPO, add_common_arguments, finished_runs, history, mean_std, run_tagged
 
 from flowerbed.server.cli import quiet_logs
 from flowerbed.server.compare import compare
 
-REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "sims" / "fedloge_fmnist_lt.toml"
 METHODS = {
     "fedloge": [],
@@ -39,6 +38,7 @@ METHODS = {
     "fedloge-dense_etf": ["strategy.beta=0.0"],
 }
 MAIN = ["fedloge", "fedloge-norm1", "fedavg", "fedper", "fedbabu"]
+DEFAULT_METHODS = ["fedloge", "fedavg", "fedper", "fedbabu"]  # fedloge-norm1 on request
 # Metrics of the diagnostics table (FedLoGe's; the baselines' plain global/personalized).
 DIAGNOSTIC = [("generic GLA-FR", "global_accuracy_glafr"), ("generic SSE-C", "global_accuracy_ssec"),
               ("generic psi", "global_accuracy"), ("tail, GLA-FR", "global_accuracy_glafr_tail"),
@@ -111,14 +111,9 @@ def diagnostics(uri: str, runs: dict) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=MAIN[:1] + MAIN[2:], choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, help="override the scenario's rounds (quick looks)")
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--set", action="append", default=[], help="extra overrides for every run")
-    parser.add_argument("--tracking-uri", default=f"sqlite:///{REPO / 'mlflow.db'}")
-    parser.add_argument("--experiment", default="fedloge_results")
-    parser.add_argument("--output", default=str(REPO / "docs" / "results" / "fedloge.md"))
-    parser.add_argument("--summarize-only", action="store_true")
+    add_common_arguments(parser, "fedloge")
     args = parser.parse_args()
     quiet_logs()
 

@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_common import REPO, add_common_arguments
 
 from flowerbed.server.cli import quiet_logs
 from flowerbed.server.compare import compare
 from flowerbed.server.simulate import simulate
 from flowerbed.sims.config import load_scenario
-
-REPO = Path(__file__).resolve().parents[1]
 
 SETTINGS = {
     "disjoint10": REPO / "sims" / "fedpub_cora_disjoint10.toml",
@@ -128,13 +127,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--overlap-methods", nargs="+", choices=list(METHODS),
                         help="methods for overlap30 if different (its runs cost about 3x)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, help="override the scenario's rounds (quick looks)")
-    parser.add_argument("--tracking-uri", default=f"sqlite:///{REPO / 'mlflow.db'}")
-    parser.add_argument("--experiment", default="fedpub_results")
-    parser.add_argument("--output", default=str(REPO / "docs" / "results" / "fedpub.md"))
-    parser.add_argument("--summarize-only", action="store_true",
-                        help="run nothing; tabulate the finished runs already in the experiments")
+    add_common_arguments(parser, "fedpub")
     parser.add_argument("--runs-command", help="with --summarize-only: the command that made the runs")
     args = parser.parse_args()
     quiet_logs()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
-from results_common import finished_runs, history, mean_std, run_tagged
+from results_common import REPO, add_common_arguments, finished_runs, history, mean_std, run_tagged
 
 from flowerbed.client.task import client_data, new_model, test_data
 from flowerbed.client.trainer import (TrainSettings, domain_accuracies, make_optimizer, predict, score,
@@ -33,7 +33,6 @@ from flowerbed.server.tracking import KIND_TAG, RunTracker
 from flowerbed.sims.config import load_scenario
 from flowerbed.sims.partitions import scenario_partition
 
-REPO = Path(__file__).resolve().parents[1]
 OC, FMNIST = REPO / "sims" / "ggeur_officecaltech_lds.toml", REPO / "sims" / "ggeur_fmnist_effnet.toml"
 # name -> (scenario file, overrides, headline metric)
 SCENARIOS = {
@@ -71,7 +70,7 @@ def centralized(path: Path, overrides: list[str], seed: int, rounds: int | None,
     x = torch.cat([client_data(scenario, k).x_train for k in clients])
     y = torch.cat([client_data(scenario, k).y_train for k in clients])
     test = test_data(scenario)
-    domains = {c.domain: torch.from_numpy(c.test) for c in scenario_partition(scenario).clients if c.domain}
+    domains = {d: torch.from_numpy(rows) for d, rows in scenario_partition(scenario).domain_tests().items()}
     model = new_model(scenario)
     settings = TrainSettings.from_scenario(scenario.client)
     optimizer = make_optimizer(model.parameters(), settings)
@@ -167,12 +166,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=list(SCENARIOS))
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, help="override the scenarios' rounds (quick looks)")
-    parser.add_argument("--tracking-uri", default=f"sqlite:///{REPO / 'mlflow.db'}")
-    parser.add_argument("--experiment", default="ggeur_results")
-    parser.add_argument("--output", default=str(REPO / "docs" / "results" / "ggeur.md"))
-    parser.add_argument("--summarize-only", action="store_true")
+    add_common_arguments(parser, "ggeur")
     args = parser.parse_args()
     quiet_logs()
 

@@ -1,8 +1,10 @@
-"""What the results scripts share: run a scenario file with overrides and tag the run,
-and read the finished runs of an experiment back from MLflow."""
+"""What the results scripts share: their common options, running a scenario file with
+overrides and tagging the run, and reading the finished runs of an experiment back
+from MLflow."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -11,6 +13,21 @@ from mlflow.tracking import MlflowClient
 
 from flowerbed.server.simulate import simulate
 from flowerbed.sims.config import load_scenario
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """--seeds, --rounds, --tracking-uri, --experiment ``<name>_results``, --output
+    ``docs/results/<name>.md`` and --summarize-only."""
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, help="override the scenarios' rounds (quick looks)")
+    parser.add_argument("--tracking-uri", default=f"sqlite:///{REPO / 'mlflow.db'}")
+    parser.add_argument("--experiment", default=f"{name}_results")
+    parser.add_argument("--output", default=str(REPO / "docs" / "results" / f"{name}.md"))
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="run nothing; tabulate the finished runs already in the experiment")
 
 
 def run_tagged(path: Path, overrides: list[str], seed: int, rounds: int | None, uri: str, experiment: str,

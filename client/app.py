@@ -21,9 +21,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from flowerbed.client import fedloge, fedpub, ggeur
@@ -187,10 +186,7 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         domain = scenario_partition(resolved).clients[partition_id].domain
         if domain:  # no empty string: Flower 1.39's count_bytes rejects it
             info["domain"] = domain
-        record = ArrayRecord()
-        for key, value in arrays.items():
-            record[key] = Array(np.ascontiguousarray(value))
-        return Message(RecordDict({ggeur.STATS_KEY: record, "info": info}), reply_to=message)
+        return Message(RecordDict({ggeur.STATS_KEY: ggeur.array_record(arrays), "info": info}), reply_to=message)
 
     @app.query("ggeur_geometry")
     def ggeur_geometry(message: Message, context: Context) -> Message:

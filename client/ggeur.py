@@ -21,11 +21,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from flwr.app import Array, ArrayRecord
 
 STATS_KEY = "ggeur-stats"
 GEOMETRY_KEY = "ggeur-geometry"
 #: Where a client keeps its augmented training set in ``Context.state``.
 DATA_KEY = "ggeur-data"
+
+
+def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    """The arrays of a GGEUR message (statistics up, geometry down) as an ArrayRecord."""
+    record = ArrayRecord()
+    for key, value in arrays.items():
+        record[key] = Array(np.ascontiguousarray(value))
+    return record
 
 
 # --- statistics (phase 1, client -> server) -------------------------------------------

@@ -118,8 +118,7 @@ class RoundHook:
         self.test = test_data(scenario)
         partition = scenario_partition(scenario)
         self.class_groups = partition.class_groups
-        # Multi-domain scenarios: each domain's test rows (the domain clients' test split).
-        self.domain_tests = {c.domain: torch.from_numpy(c.test) for c in partition.clients if c.domain}
+        self.domain_tests = {d: torch.from_numpy(rows) for d, rows in partition.domain_tests().items()}
         self._round_start = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -127,13 +126,12 @@ class RoundHook:
         self.model.load_state_dict(arrays.to_torch_state_dict(), strict=False)
         loss, accuracy = evaluate_global(self.model, self.test)
         metrics = {"global_accuracy": accuracy, "global_loss": loss}
-        self._score_groups(self.model, "global_accuracy", metrics)
-        self._score_domains(self.model, metrics)
+        self._score_splits(self.model, "global_accuracy", metrics, domains=True)
         variants = getattr(self.strategy, "evaluation_variants", None)
         for name, variant in (variants(self.model) if variants else {}).items():
             # A strategy's other generic models (FedLoGe: SSE-C, GLA-FR's realigned head).
             _, metrics[f"global_accuracy_{name}"] = score(variant, self.test)
-            self._score_groups(variant, f"global_accuracy_{name}", metrics)
+            self._score_splits(variant, f"global_accuracy_{name}", metrics)
         traffic = self.grid.take_traffic()
         setup = getattr(self.strategy, "setup_report", None)
         if server_round == 0 and setup is not None:  # a setup phase before round 1 (GGEUR)
@@ -153,21 +151,21 @@ class RoundHook:
         self._round_start = time.perf_counter()
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 
-    def _score_domains(self, model: torch.nn.Module, metrics: dict[str, float]) -> None:
-        """Multi-domain scenarios: accuracy on each domain's test split and their
-        unweighted mean (GGEUR's and FRAug's metric)."""
-        if len(self.domain_tests) < 2:
+    def _score_splits(self, model: torch.nn.Module, prefix: str, metrics: dict[str, float],
+                      domains: bool = False) -> None:
+        """Long-tailed scenarios: accuracy on the head / middle / tail classes; with
+        ``domains``, multi-domain scenarios: accuracy on each domain's test split and
+        their unweighted mean (GGEUR's and FRAug's metric). One prediction serves both."""
+        by_domain = domains and len(self.domain_tests) > 1
+        if not (self.class_groups or by_domain):
             return
         pred = predict(model, self.test.x_test)
-        split = domain_accuracies(pred, self.test.y_test, self.domain_tests)
-        metrics.update({f"global_accuracy_{d}": acc for d, acc in split.items()})
-
-    def _score_groups(self, model: torch.nn.Module, prefix: str, metrics: dict[str, float]) -> None:
-        """Long-tailed scenarios: accuracy on the head / middle / tail classes."""
         if self.class_groups:
-            pred = predict(model, self.test.x_test)
             split = group_accuracies(pred, self.test.y_test, self.class_groups)
             metrics.update({f"{prefix}_{group}": acc for group, acc in split.items()})
+        if by_domain:
+            split = domain_accuracies(pred, self.test.y_test, self.domain_tests)
+            metrics.update({f"{prefix}_{d}": acc for d, acc in split.items()})
 
 
 def evaluate_global(model: torch.nn.Module, test) -> tuple[float, float]:

@@ -158,6 +158,10 @@ class Partition:
     # FedLoGe's head / middle / tail classes (long-tailed partitions only).
     class_groups: dict[str, list[int]] = field(default_factory=dict)
 
+    def domain_tests(self) -> dict[str, np.ndarray]:
+        """Domain partitions: each domain's test rows (its clients' test split); else empty."""
+        return {c.domain: c.test for c in self.clients if c.domain}
+
 
 # --- helpers ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ line in :data:`STRATEGIES`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class StrategyEntry:
     # Whether GGEUR's augmentation composes with it (``ggeur = true`` or a table).
     augmentable: bool = True
 
-    @property
+    @functools.cached_property  # one pydantic model per entry, not one per lookup
     def schema(self) -> type[BaseModel]:
         """The ``[strategy]`` parameters: the strategy's own, plus ``ggeur`` if augmentable."""
         if not self.augmentable:

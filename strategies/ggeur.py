@@ -27,12 +27,12 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from flowerbed.client.ggeur import GEOMETRY_KEY, STATS_KEY, covariances_of
+from flowerbed.client.ggeur import GEOMETRY_KEY, STATS_KEY, array_record, covariances_of
 
 STATS_TYPE = "query.ggeur_stats"
 GEOMETRY_TYPE = "query.ggeur_geometry"
@@ -121,13 +121,6 @@ def eigen_geometry(cov: np.ndarray, num_eigenpairs: int | None, eigen_scale: str
     return np.clip(values[:p], 0, None), np.ascontiguousarray(vectors[:, :p])
 
 
-def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    record = ArrayRecord()
-    for key, value in arrays.items():
-        record[key] = Array(np.ascontiguousarray(value))
-    return record
-
-
 class GGEUR(Strategy):
     """Runs GGEUR's geometry exchange, then ``inner``'s rounds on augmented data."""
 
@@ -138,7 +131,7 @@ class GGEUR(Strategy):
         self.evaluate_extra: dict[str, Any] = {}
         if params.loop == "code":  # private models, unweighted mean, softmax fed to CE
             code = {"local-keys": "*", "share-local": True, "unit-weight": True}
-            self.train_extra.update(code, **{"double-softmax": True})
+            self.train_extra.update({**code, "double-softmax": True})
             self.evaluate_extra.update(code)
             inner.weighted_by_key = "unit-weight"  # type: ignore[attr-defined]
 
@@ -185,7 +178,7 @@ class GGEUR(Strategy):
                 others = [stats[o] for o in nodes if o != node]
                 arrays["proto-classes"] = np.concatenate([s["classes"] for s in others]).astype(np.int64)
                 arrays["prototypes"] = np.concatenate([s["means"] for s in others]).astype(np.float32)
-            messages.append(Message(RecordDict({GEOMETRY_KEY: _record(arrays), "config": settings}),
+            messages.append(Message(RecordDict({GEOMETRY_KEY: array_record(arrays), "config": settings}),
                                     dst_node_id=node, message_type=GEOMETRY_TYPE))
         built = self._ask(grid, messages, timeout)
         up = sum(r.content[STATS_KEY].count_bytes() for r in replies)
