@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from results_common import REPO, add_common_arguments
+from results_common import LABEL, REPO, add_common_arguments, label_of, run_labelled
 
 from flowerbed.server.cli import quiet_logs
 from flowerbed.server.compare import compare
-from flowerbed.server.simulate import simulate
-from flowerbed.sims.config import load_scenario
 
 SETTINGS = {
     "disjoint10": REPO / "sims" / "fedpub_cora_disjoint10.toml",
@@ -32,13 +29,13 @@ SETTINGS = {
 # method -> `--set` overrides of the scenario file (whose strategy is FED-PUB with its tau).
 METHODS = {
     "fedpub": [],
-    "fedpub_code_noop": ["strategy.regularizers='code_noop'"],
+    "fedpub_code_noop": ["strategy.fedpub.regularizers='code_noop'"],
     # Ablation: the paper's proximal term without the mask L1 (nor the pruning it sets).
-    "fedpub_no_l1": ["strategy.mask_l1=0.0"],
-    "fedavg": ["strategy={name='fedavg'}", "model.name='gcn'"],
-    "fedprox": ["strategy={name='fedprox', proximal_mu=0.01}", "model.name='gcn'"],
-    "fedper": ["strategy={name='fedper'}", "model.name='gcn'"],
-    "local": ["strategy={name='local'}", "model.name='gcn'"],
+    "fedpub_no_l1": ["strategy.fedpub.mask_l1=0.0"],
+    "fedavg": ["strategy.name='fedavg'", "model.name='gcn'"],
+    "fedprox": ["strategy.name='fedprox'", "strategy.fedprox.proximal_mu=0.01", "model.name='gcn'"],
+    "fedper": ["strategy.name='fedper'", "model.name='gcn'"],
+    "local": ["strategy.name='local'", "model.name='gcn'"],
 }
 # The authors' notebook (spec §6.1): Acc @ round 100 and @ best validation, Cora.
 PAPER = {
@@ -73,24 +70,6 @@ NOTES = """## Reading the table
 """
 
 
-def run_one(setting: str, method: str, seed: int, rounds: int | None, uri: str, experiment: str) -> str:
-    overrides = [*METHODS[method], f"seed={seed}", f"mlflow.tracking_uri='{uri}'",
-                 f"mlflow.experiment='{experiment}'"]
-    if rounds:
-        overrides.append(f"rounds={rounds}")
-    scenario = load_scenario(SETTINGS[setting], overrides)
-    started = time.time()
-    summary = simulate(scenario, progress=None)
-    last = summary.history[scenario.rounds]
-    print(f"{setting:>10} {method:>17} seed {seed}: last {last['personalized_accuracy_trained']:.4f} "
-          f"({time.time() - started:.0f} s)", flush=True)
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(uri).set_tag(summary.run_id, "method", method)
-    MlflowClient(uri).set_tag(summary.run_id, "setting", setting)
-    return summary.run_id
-
-
 def accuracies(uri: str, run_id: str) -> tuple[float, float, float]:
     """(last-round, best-validation-round) client-mean test accuracy after local training,
     and the share of pruned mask entries at the last round (NaN without masks)."""
@@ -114,9 +93,10 @@ def collect(uri: str, experiment: str, settings: list[str]) -> dict[tuple[str, s
         exp = client.get_experiment_by_name(f"{experiment}_{setting}")
         if exp is None:
             continue
-        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED' and tags.method != ''")
+        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
         for run in sorted(runs, key=lambda r: r.info.start_time):
-            found.setdefault((setting, run.data.tags["method"]), []).append(accuracies(uri, run.info.run_id))
+            if label_of(run) in METHODS:
+                found.setdefault((setting, label_of(run)), []).append(accuracies(uri, run.info.run_id))
     order = {m: i for i, m in enumerate(METHODS)}
     return dict(sorted(found.items(), key=lambda kv: (settings.index(kv[0][0]), order[kv[0][1]])))
 
@@ -136,8 +116,8 @@ def main() -> int:
         for setting in args.settings:
             methods = args.overlap_methods if setting == "overlap30" and args.overlap_methods else args.methods
             for method in methods:
-                for seed in args.seeds:
-                    run_one(setting, method, seed, args.rounds, args.tracking_uri, f"{args.experiment}_{setting}")
+                run_labelled(SETTINGS[setting], method, METHODS[method], args.seeds, args.rounds, args.tracking_uri,
+                             f"{args.experiment}_{setting}", {"setting": setting})
     results = collect(args.tracking_uri, args.experiment, args.settings)
 
     lines = ["# FED-PUB on Cora: results", "",
@@ -161,7 +141,7 @@ def main() -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     for setting in sorted({setting for setting, _ in results}, key=args.settings.index):
         png = output.with_name(f"fedpub_{setting}.png")
-        compare(f"{args.experiment}_{setting}", args.tracking_uri, png, group_by="method",
+        compare(f"{args.experiment}_{setting}", args.tracking_uri, png, group_by=(LABEL,),
                 metrics=("personalized_accuracy_trained", "personalized_val_accuracy_trained"))
         lines += ["", f"![{setting}]({png.name})"]
     lines += ["", NOTES]

@@ -22,16 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
-from results_common import REPO, add_common_arguments, finished_runs, history, mean_std, run_tagged
+from results_common import LABEL, REPO, add_common_arguments, finished_runs, history, mean_std, run_labelled
 
-from flowerbed.client.task import client_data, new_model, test_data
-from flowerbed.client.trainer import (TrainSettings, domain_accuracies, make_optimizer, predict, score,
-                                      train_local)
+from flowerbed.client.trainer import TrainSettings, make_optimizer, train_local
 from flowerbed.server.cli import quiet_logs
 from flowerbed.server.compare import compare
 from flowerbed.server.tracking import KIND_TAG, RunTracker
 from flowerbed.sims.config import load_scenario
 from flowerbed.sims.partitions import scenario_partition
+from flowerbed.sims.scoring import domain_accuracies, predict, score
+from flowerbed.sims.task import client_data, new_model, test_data
+from flowerbed.strategies import resolve_strategy
 
 OC, FMNIST = REPO / "sims" / "ggeur_officecaltech_lds.toml", REPO / "sims" / "ggeur_fmnist_effnet.toml"
 # name -> (scenario file, overrides, headline metric)
@@ -47,15 +48,16 @@ DEFAULT_SCENARIOS = ["oc_a0.1", "oc_a0.5", "fmnist_b0.05"]
 EXTRA_SUMMARY = ["fmnist_b0.1"]
 METHODS = {
     "fedavg": [],
-    "fedavg+ggeur": ["strategy.ggeur=true"],
-    "fedavg+isotropic": ["strategy.ggeur={augment='isotropic'}"],
-    "fedavg+resample": ["strategy.ggeur={augment='resample'}"],
-    "local": ["strategy={name='local'}"],
+    "fedavg+ggeur": ["strategy.name='fedavg+ggeur'"],
+    "fedavg+isotropic": ["strategy.name='fedavg+ggeur'", "strategy.ggeur.augment='isotropic'"],
+    "fedavg+resample": ["strategy.name='fedavg+ggeur'", "strategy.ggeur.augment='resample'"],
+    "local": ["strategy.name='local'"],
     "centralized": None,  # trained here on the pooled kept data, no federation
-    "fedprox": ["strategy={name='fedprox'}"],
-    "fedprox+ggeur": ["strategy={name='fedprox',ggeur=true}"],
-    "fedavg+ggeur-lambda": ["strategy.ggeur={noise_scale='eigenvalue'}"],  # the paper's formula
-    "fedavg+ggeur-codeloop": ["strategy.ggeur={loop='code'}"],  # the official training loop
+    "fedprox": ["strategy.name='fedprox'"],
+    "fedprox+ggeur": ["strategy.name='fedprox+ggeur'"],
+    # The paper's formula; the official training loop.
+    "fedavg+ggeur-lambda": ["strategy.name='fedavg+ggeur'", "strategy.ggeur.noise_scale='eigenvalue'"],
+    "fedavg+ggeur-codeloop": ["strategy.name='fedavg+ggeur'", "strategy.ggeur.loop='code'"],
 }
 DEFAULT_METHODS = list(METHODS)[:8]
 
@@ -75,7 +77,7 @@ def centralized(path: Path, overrides: list[str], seed: int, rounds: int | None,
     settings = TrainSettings.from_scenario(scenario.client)
     optimizer = make_optimizer(model.parameters(), settings)
     generator = torch.Generator().manual_seed(seed)
-    tracker = RunTracker(scenario, progress=None)
+    tracker = RunTracker(scenario, resolve_strategy(scenario), progress=None, tags=tags)
     with tracker.active():
         MlflowClient(uri).set_tag(tracker.run_id, KIND_TAG, "centralized")
         for step in range(scenario.rounds + 1):
@@ -87,9 +89,6 @@ def centralized(path: Path, overrides: list[str], seed: int, rounds: int | None,
                 split = domain_accuracies(predict(model, test.x_test), test.y_test, domains)
                 metrics.update({f"global_accuracy_{d}": a for d, a in split.items()})
             tracker.log_round(step, metrics)
-    client = MlflowClient(uri)
-    for key, value in tags.items():
-        client.set_tag(tracker.run_id, key, value)
     print(f"{' '.join(tags.values())} seed {seed}: centralized", flush=True)
 
 
@@ -127,8 +126,9 @@ def summarize(args: argparse.Namespace) -> str:
              "correct FedAvg (re-synced, sample-weighted). Ablations use the same per-class targets: "
              "*isotropic* = noise N(0, trace(Σ_c)/d · I); *resample* = the same anchors, no noise.", ""]
     for name in [*args.scenarios, *(n for n in EXTRA_SUMMARY if n not in args.scenarios)]:
-        runs = {m: [r for r in rs if r.data.tags.get("scenario") == name]
-                for m, rs in finished_runs(uri, experiment, "method").items()}
+        # (Runs made before the "setting" tag carried it as "scenario".)
+        runs = {m: [r for r in rs if r.data.tags.get("setting", r.data.tags.get("scenario")) == name]
+                for m, rs in finished_runs(uri, experiment, LABEL).items()}
         runs = {m: rs for m, rs in runs.items() if rs}
         if not runs:
             continue
@@ -150,8 +150,8 @@ def summarize(args: argparse.Namespace) -> str:
             lines.append(f"| {label} | {len(last)} | {mean_std(last)} | {mean_std(best)} | {delta} |")
         png = Path(args.output).with_name(f"ggeur_{name.replace('.', '')}.png")
         # Local-only has no global model to plot (the server's average is never trained).
-        compare(experiment, uri, png, group_by="method", metrics=(metric,),
-                where=f"tags.scenario = '{name}' and tags.method != 'local'")
+        compare(experiment, uri, png, group_by=(LABEL,), metrics=(metric,),
+                where=f"tags.setting = '{name}' and tags.{LABEL} != 'local'")
         lines += ["", f"![{name}]({png.name})", ""]
     lines += [READING, "", "¹ local-only: each client's own model on its own test split (Office-Caltech: its domain's "
               "whole test split, so comparable; Fashion-MNIST: a label-matched local split, which flatters it).",
@@ -174,13 +174,13 @@ def main() -> int:
         for name in args.scenarios:
             path, overrides, _ = SCENARIOS[name]
             for method in args.methods:
-                for seed in args.seeds:
-                    tags = {"scenario": name, "method": method}
-                    if METHODS[method] is None:
-                        centralized(path, overrides, seed, args.rounds, args.tracking_uri, args.experiment, tags)
-                    else:
-                        run_tagged(path, [*overrides, *METHODS[method]], seed, args.rounds, args.tracking_uri,
-                                   args.experiment, tags)
+                if METHODS[method] is None:
+                    for seed in args.seeds:
+                        centralized(path, overrides, seed, args.rounds, args.tracking_uri, args.experiment,
+                                    {"setting": name, LABEL: method})
+                else:
+                    run_labelled(path, method, [*overrides, *METHODS[method]], args.seeds, args.rounds,
+                                 args.tracking_uri, args.experiment, {"setting": name})
     text = summarize(args)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,22 @@
-"""What the results scripts share: their common options, running a scenario file with
-overrides and tagging the run, and reading the finished runs of an experiment back
-from MLflow."""
+"""What the results scripts share: their common options, running a labelled method on a
+scenario file through ``flowerbed sweep``'s machinery (a run already FINISHED with the
+same resolved config is not run again, so an interrupted script continues where it
+stopped), and reading the finished runs of an experiment back from MLflow."""
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from flowerbed.server.simulate import simulate
-from flowerbed.sims.config import load_scenario
+from flowerbed.server.sweep import Variant, plan, run_sweep
 
 
 REPO = Path(__file__).resolve().parents[1]
+#: The tag naming a results script's row (its own label of a method and its options).
+LABEL = "label"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -30,23 +31,27 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="run nothing; tabulate the finished runs already in the experiment")
 
 
-def run_tagged(path: Path, overrides: list[str], seed: int, rounds: int | None, uri: str, experiment: str,
-               tags: dict[str, str]) -> str:
-    """Simulate the scenario file with ``overrides``; tag the MLflow run; return its id."""
-    overrides = [*overrides, f"seed={seed}", f"mlflow.tracking_uri='{uri}'", f"mlflow.experiment='{experiment}'"]
+def run_labelled(path: Path, label: str, overrides: list[str], seeds: list[int], rounds: int | None, uri: str,
+                 experiment: str, tags: dict[str, str] | None = None) -> list[str]:
+    """Simulate the scenario file with ``overrides`` for each seed, tagged ``label`` (and
+    ``tags``); skips the seeds already FINISHED with the same resolved config (such a run
+    keeps the label it was made with). Returns the run ids."""
+    common = [f"mlflow.tracking_uri='{uri}'", f"mlflow.experiment='{experiment}'"]
     if rounds:
-        overrides.append(f"rounds={rounds}")
-    started = time.time()
-    summary = simulate(load_scenario(path, overrides), progress=None)
-    client = MlflowClient(uri)
-    for key, value in tags.items():
-        client.set_tag(summary.run_id, key, value)
-    print(f"{' '.join(tags.values())} seed {seed}: {time.time() - started:.0f} s", flush=True)
-    return summary.run_id
+        common.append(f"rounds={rounds}")
+    variant = Variant(label, tuple(overrides), {LABEL: label, **(tags or {})})
+    return run_sweep(plan(path, [variant], seeds, common), name=experiment)
+
+
+def label_of(run) -> str | None:
+    """A run's row label: its ``label`` tag, or, for runs made before the label tag
+    existed, the ``method`` tag the results scripts set then."""
+    return run.data.tags.get(LABEL, run.data.tags.get("method"))
 
 
 def finished_runs(uri: str, experiment: str, tag: str) -> dict[str, list]:
-    """tag value -> the experiment's FINISHED runs carrying ``tag``, oldest first."""
+    """tag value -> the experiment's FINISHED runs carrying ``tag`` (``label``: see
+    :func:`label_of`), oldest first."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -54,8 +59,9 @@ def finished_runs(uri: str, experiment: str, tag: str) -> dict[str, list]:
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
     grouped: dict[str, list] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        if tag in run.data.tags:
-            grouped.setdefault(run.data.tags[tag], []).append(run)
+        value = label_of(run) if tag == LABEL else run.data.tags.get(tag)
+        if value is not None:
+            grouped.setdefault(value, []).append(run)
     return grouped
 
 

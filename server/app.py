@@ -21,13 +21,14 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from flowerbed.client.task import new_model, test_data
-from flowerbed.client.trainer import domain_accuracies, group_accuracies, predict, score
 from flowerbed.server.grid import RosterGrid, Traffic
 from flowerbed.server.tracking import RunTracker
 from flowerbed.sims.config import Scenario
 from flowerbed.sims.partitions import scenario_partition
-from flowerbed.strategies import STRATEGIES
+from flowerbed.sims.scoring import domain_accuracies, group_accuracies, predict, score
+from flowerbed.sims.task import new_model, test_data
+from flowerbed.strategies import ResolvedStrategy, resolve_strategy
+from flowerbed.strategies.contract import ServerHooks, hooks_of
 
 #: How long the server waits for replies in one round before counting them failed.
 ROUND_TIMEOUT_S = 3600.0
@@ -41,14 +42,14 @@ class RunSummary:
     history: dict[int, dict[str, float]]
     # round -> message type -> partition id -> that client's reply metrics
     client_metrics: dict[int, dict[str, dict[int, dict[str, float]]]] = field(default_factory=dict)
-    # round -> what the strategy reported (e.g. FED-PUB's alpha matrix)
+    # round -> the JSON artifact the strategy reported (a matrix, say)
     strategy_reports: dict[int, dict] = field(default_factory=dict)
 
 
-def build_strategy(scenario: Scenario):  # -> flwr Strategy
+def build_strategy(scenario: Scenario, resolved: ResolvedStrategy):  # -> flwr Strategy
+    """The scenario's strategy (with its add-ons) built for Flower's loop."""
     sampling = scenario.sampling
-    return STRATEGIES[scenario.strategy.name].build(
-        scenario.strategy.params,
+    return resolved.build(
         seed=scenario.seed,
         fraction_train=sampling.fraction_train,
         fraction_evaluate=sampling.fraction_evaluate,
@@ -75,28 +76,33 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
     if trained:
         out["train_loss"] = _mean([m["train_loss"] for m in trained], [m["num-examples"] for m in trained])
     tested = [m for m in trained if m.get("num-test", 0) > 0]
-    if tested:  # graph clients score their model after local training (FED-PUB's protocol)
+    if tested:  # graph clients score their model after local training (the graph protocol)
         out["personalized_accuracy_trained"] = _mean([m["test_accuracy"] for m in tested])
         out["personalized_accuracy_trained_weighted"] = _mean([m["test_accuracy"] for m in tested],
                                                               [m["num-test"] for m in tested])
         validated = [m for m in tested if m.get("num-val", 0) > 0]
         if validated:
             out["personalized_val_accuracy_trained"] = _mean([m["val_accuracy"] for m in validated])
-    if any("mask_sparsity" in m for m in trained):
-        out["personalized_mask_sparsity"] = _mean([m["mask_sparsity"] for m in trained if "mask_sparsity" in m])
+    out.update(_prefixed_means(trained))
     scored = [m for m in traffic.metrics.get("evaluate", {}).values() if m.get("num-examples", 0) > 0]
     if scored:
         weights = [m["num-examples"] for m in scored]
         out["personalized_accuracy"] = _mean([m["accuracy"] for m in scored])
         out["personalized_accuracy_weighted"] = _mean([m["accuracy"] for m in scored], weights)
         out["personalized_loss"] = _mean([m["loss"] for m in scored], weights)
-        # Strategies may report more personalized metrics under the same prefix.
-        # NaN: the client has no test sample for that metric (e.g. a class group).
-        extra = {k for m in scored for k in m if k.startswith("personalized_")}
-        for key in sorted(extra):
-            values = [m[key] for m in scored if key in m and not math.isnan(m[key])]
-            if values:
-                out[key] = _mean(values)
+        out.update(_prefixed_means(scored))
+    return out
+
+
+def _prefixed_means(replies: list[dict[str, float]]) -> dict[str, float]:
+    """Strategies report more per-client metrics under the prefix ``personalized_``: the
+    round's value is their mean over the clients that have one (NaN: the client has no
+    test sample for that metric, e.g. a class group)."""
+    out = {}
+    for key in sorted({k for m in replies for k in m if k.startswith("personalized_")}):
+        values = [m[key] for m in replies if key in m and not math.isnan(m[key])]
+        if values:
+            out[key] = _mean(values)
     return out
 
 
@@ -110,7 +116,7 @@ class RoundHook:
     def __init__(self, scenario: Scenario, grid: RosterGrid, tracker: RunTracker,
                  summary: RunSummary, strategy=None) -> None:
         self.scenario = scenario
-        self.strategy = strategy
+        self.hooks: ServerHooks = hooks_of(strategy)
         self.grid = grid
         self.tracker = tracker
         self.summary = summary
@@ -122,31 +128,28 @@ class RoundHook:
         self._round_start = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        # Parameters that clients keep (masks, heads) are not in the global arrays.
+        # Parameters that clients keep (a head, say) are not in the global arrays.
         self.model.load_state_dict(arrays.to_torch_state_dict(), strict=False)
         loss, accuracy = evaluate_global(self.model, self.test)
         metrics = {"global_accuracy": accuracy, "global_loss": loss}
         self._score_splits(self.model, "global_accuracy", metrics, domains=True)
-        variants = getattr(self.strategy, "evaluation_variants", None)
-        for name, variant in (variants(self.model) if variants else {}).items():
-            # A strategy's other generic models (FedLoGe: SSE-C, GLA-FR's realigned head).
+        for name, variant in self.hooks.evaluation_variants(self.model).items():
+            # A strategy's other generic models (other heads on the same body, say).
             _, metrics[f"global_accuracy_{name}"] = score(variant, self.test)
             self._score_splits(variant, f"global_accuracy_{name}", metrics)
         traffic = self.grid.take_traffic()
-        setup = getattr(self.strategy, "setup_report", None)
-        if server_round == 0 and setup is not None:  # a setup phase before round 1 (GGEUR)
-            metrics.update(setup())
+        if server_round == 0:  # a strategy's setup phase before round 1
+            metrics.update(self.hooks.setup_report())
         if server_round > 0:
             metrics.update(client_round_metrics(traffic))
             metrics["round_seconds"] = time.perf_counter() - self._round_start
             self.summary.client_metrics[server_round] = traffic.metrics
-            report = getattr(self.strategy, "round_report", None)
-            if report is not None:  # a strategy's own per-round metrics and matrices
-                extra, artifact = report()
-                metrics.update(extra)
-                if artifact:
-                    self.tracker.log_dict(artifact, f"strategy/round_{server_round:03d}.json")
-                    self.summary.strategy_reports[server_round] = artifact
+            # A strategy's own per-round metrics and matrices.
+            extra, artifact = self.hooks.round_report()
+            metrics.update(extra)
+            if artifact:
+                self.tracker.log_dict(artifact, f"strategy/round_{server_round:03d}.json")
+                self.summary.strategy_reports[server_round] = artifact
         self.tracker.log_round(server_round, metrics)
         self._round_start = time.perf_counter()
         return MetricRecord({"accuracy": accuracy, "loss": loss})
@@ -155,7 +158,7 @@ class RoundHook:
                       domains: bool = False) -> None:
         """Long-tailed scenarios: accuracy on the head / middle / tail classes; with
         ``domains``, multi-domain scenarios: accuracy on each domain's test split and
-        their unweighted mean (GGEUR's and FRAug's metric). One prediction serves both."""
+        their unweighted mean (the multi-domain papers' metric). One prediction serves both."""
         by_domain = domains and len(self.domain_tests) > 1
         if not (self.class_groups or by_domain):
             return
@@ -173,18 +176,21 @@ def evaluate_global(model: torch.nn.Module, test) -> tuple[float, float]:
     return score(model, test)
 
 
-def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.stdout) -> RunSummary:
-    """Run ``scenario``'s strategy over ``grid`` and log it; returns what was logged."""
+def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.stdout,
+               tags: dict[str, str] | None = None, run_name: str | None = None) -> RunSummary:
+    """Run ``scenario``'s strategy over ``grid`` and log it (with extra ``tags``, under
+    ``run_name``); returns what was logged."""
     # Flower samples clients with the module-level `random`: seed it for reproducibility.
     random.seed(scenario.seed)
     torch.manual_seed(scenario.seed)
     roster = RosterGrid(grid)
-    tracker = RunTracker(scenario, progress=progress)
+    resolved = resolve_strategy(scenario)  # the one place a run's strategy is resolved
+    tracker = RunTracker(scenario, resolved, progress=progress, tags=tags, run_name=run_name)
     with tracker.active():
         summary = RunSummary(run_id=tracker.run_id or "", history=tracker.history)
         tracker.log_partition()
         roster.build_roster(scenario.partition.num_clients, timeout=ROUND_TIMEOUT_S)
-        strategy = build_strategy(scenario)
+        strategy = build_strategy(scenario, resolved)
         hook = RoundHook(scenario, roster, tracker, summary, strategy)
         result = strategy.start(
             grid=roster,
@@ -195,13 +201,17 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
             evaluate_config=ConfigRecord(),
             evaluate_fn=hook,
         )
-        tracker.log_state_dict(result.arrays.to_torch_state_dict())
+        aggregated = result.arrays.to_torch_state_dict()
+        final = new_model(scenario)
+        # Parameters that clients keep stay at their initial values here.
+        final.load_state_dict(aggregated, strict=False)
+        tracker.log_model(final, aggregated)
         tracker.log_final(best_validation_summary(tracker.history))
     return summary
 
 
 def best_validation_summary(history: dict[int, dict[str, float]]) -> dict[str, float]:
-    """FED-PUB's "Acc @ Best Val": the after-training test accuracy at the round of best
+    """The graph papers' "Acc @ Best Val": the after-training test accuracy at the round of best
     client-mean validation accuracy (first such round), and that round."""
     val = {r: m["personalized_val_accuracy_trained"] for r, m in history.items()
            if "personalized_val_accuracy_trained" in m}
@@ -216,6 +226,8 @@ def build_server_app(
     scenario: Scenario | None = None,
     on_finish: Callable[[RunSummary], None] | None = None,
     progress: TextIO | None = sys.stdout,
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
 ) -> ServerApp:
     """A ServerApp bound to ``scenario``, or reading it from the run config if None."""
     app = ServerApp()
@@ -223,7 +235,7 @@ def build_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         resolved = scenario or Scenario.from_run_config(context.run_config)
-        summary = run_server(grid, resolved, progress=progress)
+        summary = run_server(grid, resolved, progress=progress, tags=tags, run_name=run_name)
         if on_finish is not None:
             on_finish(summary)
 

@@ -1,4 +1,5 @@
-"""The ``flowerbed`` command: ``run`` a scenario, ``compare`` an experiment's runs.
+"""The ``flowerbed`` command: ``run`` a scenario, ``sweep`` strategies x seeds on one,
+``compare`` an experiment's runs, show a scenario's ``data``.
 
 Exit codes: 0 done, 1 the run failed (its MLflow run is marked FAILED), 2 bad input
 (nothing started, no MLflow run left behind).
@@ -36,8 +37,8 @@ def quiet_logs(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def resolve(args: argparse.Namespace) -> Scenario:
-    """The scenario file with ``--set`` and the dedicated flags applied, validated."""
+def common_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` plus the dedicated flags, as overrides."""
     overrides = list(args.set or [])
     if args.tracking_uri:
         overrides.append(f"mlflow.tracking_uri={args.tracking_uri!r}")
@@ -45,7 +46,26 @@ def resolve(args: argparse.Namespace) -> Scenario:
         overrides.append(f"mlflow.experiment={args.experiment!r}")
     if args.data_root:
         overrides.append(f"dataset.root={str(Path(args.data_root).resolve())!r}")
-    return load_scenario(args.scenario, overrides)
+    return overrides
+
+
+def resolve(args: argparse.Namespace) -> Scenario:
+    """The scenario file with the overrides applied, validated with its strategy."""
+    from flowerbed.strategies import resolve_strategy
+
+    scenario = load_scenario(args.scenario, common_overrides(args))
+    resolve_strategy(scenario)
+    return scenario
+
+
+def parse_tags(items: list[str] | None) -> dict[str, str]:
+    tags = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--tag {item!r}: expected KEY=VALUE")
+        tags[key.strip()] = value.strip()
+    return tags
 
 
 def preflight(scenario: Scenario) -> None:
@@ -62,11 +82,12 @@ def preflight(scenario: Scenario) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = resolve(args)
+    tags = parse_tags(args.tag)
     preflight(scenario)
     from flowerbed.server.simulate import simulate
 
     try:
-        summary = simulate(scenario, verbose=args.verbose)
+        summary = simulate(scenario, verbose=args.verbose, tags=tags, run_name=args.run_name)
     except Exception as err:  # noqa: BLE001 - one line for the user; --verbose has the trace
         if args.verbose:
             raise
@@ -95,11 +116,41 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run strategies x seeds on one scenario file, skipping finished cells; then compare them."""
+    from flowerbed.server.compare import ACCURACIES, GROUP_BY, compare
+    from flowerbed.server.sweep import Variant, plan, run_filter, run_sweep
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else []
+    if not strategies or not seeds:
+        raise ConfigError("--strategies and --seeds: give at least one of each (e.g. --seeds 0,1,2)")
+    cells = plan(args.scenario, [Variant.strategy(s) for s in strategies], seeds, common_overrides(args))
+    for cell in cells:
+        preflight(cell.scenario)  # cached by (dataset, partition, seed): once per seed
+    first = cells[0].scenario
+    name = args.name or f"{first.name or Path(args.scenario).stem}:{','.join(strategies)}"
+    try:
+        run_ids = run_sweep(cells, name)
+    except Exception as err:  # noqa: BLE001 - finished cells stay finished; rerun to continue
+        if args.verbose:
+            raise
+        print(f"flowerbed: sweep stopped: {type(err).__name__}: {err} (rerun to continue)", file=sys.stderr)
+        return EXIT_FAILED
+    metrics = tuple(args.metric) if args.metric else ACCURACIES
+    output = Path(args.output)
+    return compare(first.mlflow.experiment, first.mlflow.tracking_uri, output,
+                   GROUP_BY, metrics, run_filter(run_ids), output.with_suffix(".md"))
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from flowerbed.server.compare import ACCURACIES, compare
 
     metrics = tuple(args.metric) if args.metric else ACCURACIES
-    return compare(args.experiment, args.tracking_uri, Path(args.output), args.group_by, metrics, args.where)
+    group_by = tuple(t.strip() for t in args.group_by.split(",") if t.strip())
+    output = Path(args.output)
+    return compare(args.experiment, args.tracking_uri, output, group_by, metrics, args.where,
+                   output.with_suffix(".md"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,12 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="simulate a scenario on Ray and log it to MLflow")
     run.add_argument("scenario", help="scenario TOML file (see sims/)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a config key by dotted path, e.g. strategy.name=fedprox")
+                     help="override a config key by dotted path, e.g. rounds=50 or strategy.name=NAME")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
     run.add_argument("--experiment", help="MLflow experiment name")
     run.add_argument("--data-root", help="dataset root (else $FLOWERBED_DATA_ROOT, else ~/.cache/flowerbed)")
+    run.add_argument("--tag", action="append", metavar="KEY=VALUE", help="an extra tag on the MLflow run")
+    run.add_argument("--run-name", help="the MLflow run's name (default <method>-<scenario>-seed<seed>)")
     run.add_argument("--verbose", action="store_true", help="show Flower, Ray and MLflow logs")
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="run strategies x seeds on one scenario, then compare them")
+    sweep.add_argument("scenario", help="scenario TOML file (see sims/)")
+    sweep.add_argument("--strategies", required=True,
+                       help="comma-separated strategy names (README lists them), add-ons joined with +: A,B,A+ADDON")
+    sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key in every run")
+    sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: the scenario's)")
+    sweep.add_argument("--experiment", help="MLflow experiment name (default: the scenario's)")
+    sweep.add_argument("--data-root", help="dataset root")
+    sweep.add_argument("--name", help="the sweep tag of its runs (default <scenario>:<strategies>)")
+    sweep.add_argument("--output", default="compare.png", help="PNG of accuracy against round (and <output>.md)")
+    sweep.add_argument("--metric", action="append", help="metric to tabulate and plot (repeatable)")
+    sweep.add_argument("--verbose", action="store_true")
+    sweep.set_defaults(func=cmd_sweep)
 
     data = sub.add_parser("data", help="show each client's data and write a clients x classes heatmap")
     data.add_argument("scenario", help="scenario TOML file (see sims/)")
@@ -124,11 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--verbose", action="store_true")
     data.set_defaults(func=cmd_data, tracking_uri=None, experiment=None)
 
-    cmp = sub.add_parser("compare", help="tabulate and plot an experiment's runs by strategy")
+    cmp = sub.add_parser("compare", help="tabulate and plot an experiment's runs by scenario and method")
     cmp.add_argument("--experiment", required=True)
     cmp.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    cmp.add_argument("--output", default="compare.png", help="PNG of accuracy against round")
-    cmp.add_argument("--group-by", default="strategy", help="run tag to group by (default: strategy)")
+    cmp.add_argument("--output", default="compare.png", help="PNG of accuracy against round (and <output>.md)")
+    cmp.add_argument("--group-by", default="scenario,method",
+                     help="comma-separated run tags to group by (default: scenario,method)")
     cmp.add_argument("--metric", action="append",
                      help="metric to tabulate and plot (repeatable; default global_accuracy, personalized_accuracy)")
     cmp.add_argument("--where", default="", help="MLflow filter on the runs, e.g. \"tags.scenario = 'a'\"")

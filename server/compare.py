@@ -1,8 +1,9 @@
-"""Compare an experiment's runs by strategy: a table (mean ± std over seeds) and a plot.
+"""Compare an experiment's runs: a table (mean ± std over seeds, last and best round)
+and a plot of accuracy against round, grouped by scenario and method by default.
 
-The PNG of accuracy against round is written locally and logged, with the table, as
-artifacts of a summary run in the same experiment (tagged so that later comparisons
-skip it).
+Runs of different round counts are never averaged together: such a group is split by
+round count, and the table says so. Nothing is written to the store: the table is
+printed (and saved where asked, the CLI: beside the PNG as ``<output>.md``).
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
 from flowerbed.server.tracking import KIND_TAG
 
 ACCURACIES = ("global_accuracy", "personalized_accuracy")
+#: Tags a comparison groups runs by unless told otherwise.
+GROUP_BY = ("scenario", "method")
 
 
 @dataclass
 class RunCurves:
-    """One simulation run: its strategy, seed, wall time and per-round accuracies."""
+    """One simulation run: its group (its values of the group-by tags), seed, wall time
+    and per-round accuracies."""
 
     group: str
     seed: str
@@ -42,7 +45,7 @@ class RunCurves:
         return max((max(c) for c in self.curves.values() if c), default=0)
 
 
-def load_runs(client: MlflowClient, experiment_id: str, group_by: str = "strategy",
+def load_runs(client: MlflowClient, experiment_id: str, group_by: tuple[str, ...] = GROUP_BY,
               metrics: tuple[str, ...] = ACCURACIES, where: str = "") -> list[RunCurves]:
     """Every finished run but the summaries (simulations, and references such as a
     centralized ceiling logged by a results script), narrowed by an MLflow filter ``where``."""
@@ -53,7 +56,8 @@ def load_runs(client: MlflowClient, experiment_id: str, group_by: str = "strateg
         curves = {m: {h.step: h.value for h in client.get_metric_history(run.info.run_id, m)}
                   for m in metrics}
         end = run.info.end_time or run.info.start_time
-        loaded.append(RunCurves(run.data.tags.get(group_by, "?"), run.data.tags.get("seed", "?"),
+        group = " / ".join(run.data.tags.get(tag, "?") for tag in group_by)
+        loaded.append(RunCurves(group, run.data.tags.get("seed", "?"),
                                 (end - run.info.start_time) / 1000.0, curves))
     return loaded
 
@@ -64,10 +68,30 @@ def _mean_std(values: list[float]) -> str:
     return f"{arr.mean():.4f} ± {std:.4f}"
 
 
+def group_runs(runs: list[RunCurves]) -> tuple[dict[str, list[RunCurves]], list[str]]:
+    """Runs by group; a group whose runs differ in round count is split by it (a row
+    per count, ``[N rounds]`` in its name), with a note saying so."""
+    groups: dict[str, list[RunCurves]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    split: dict[str, list[RunCurves]] = {}
+    notes = []
+    for name, members in groups.items():
+        counts = sorted({r.rounds for r in members})
+        if len(counts) == 1:
+            split[name] = members
+            continue
+        notes.append(f"note: {name} has runs of {', '.join(map(str, counts))} rounds; "
+                     "not averaged together, one row per round count")
+        for count in counts:
+            split[f"{name} [{count} rounds]"] = [r for r in members if r.rounds == count]
+    return split, notes
+
+
 def table(groups: dict[str, list[RunCurves]], metrics: tuple[str, ...] = ACCURACIES,
-          group_by: str = "strategy") -> str:
+          group_by: tuple[str, ...] = GROUP_BY) -> str:
     """Markdown table: per group, final and best accuracies as mean ± std over seeds."""
-    head = [group_by, "runs", "rounds"]
+    head = [" / ".join(group_by), "runs", "rounds"]
     for metric in metrics:
         head += [f"final {metric}", f"best {metric}"]
     head.append("wall s")
@@ -107,8 +131,10 @@ def plot(groups: dict[str, list[RunCurves]], path: Path, metrics: tuple[str, ...
     plt.close(fig)
 
 
-def compare(experiment: str, tracking_uri: str, output: Path, group_by: str = "strategy",
-            metrics: tuple[str, ...] = ACCURACIES, where: str = "") -> int:
+def compare(experiment: str, tracking_uri: str, output: Path, group_by: tuple[str, ...] = GROUP_BY,
+            metrics: tuple[str, ...] = ACCURACIES, where: str = "", table_output: Path | None = None) -> int:
+    """Print the table of ``experiment``'s finished runs (narrowed by the MLflow filter
+    ``where``), write the plot to ``output`` and the table to ``table_output``; 2 if no runs."""
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -120,18 +146,11 @@ def compare(experiment: str, tracking_uri: str, output: Path, group_by: str = "s
         print(f"flowerbed: error: --experiment: {experiment!r} has no runs"
               + (f" matching --where {where!r}" if where else ""), file=sys.stderr)
         return 2
-    groups: dict[str, list[RunCurves]] = {}
-    for run in runs:
-        groups.setdefault(run.group, []).append(run)
-    text = table(groups, metrics, group_by)
+    groups, notes = group_runs(runs)
+    text = "\n".join([table(groups, metrics, group_by), *notes])
     print(text)
     plot(groups, output, metrics)
-    summary = client.create_run(found.experiment_id, run_name=f"compare-{experiment}",
-                                tags={KIND_TAG: "summary"})
-    client.log_text(summary.info.run_id, text + "\n", "compare.md")
-    client.log_artifact(summary.info.run_id, str(output))
-    client.log_batch(summary.info.run_id, tags=[RunTag("groups", ",".join(sorted(groups))),
-                                                RunTag("group_by", group_by)])
-    client.set_terminated(summary.info.run_id)
-    print(f"wrote {output}; logged to summary run {summary.info.run_id}")
+    if table_output is not None:
+        table_output.write_text(text + "\n")
+    print(f"wrote {output}" + (f" and {table_output}" if table_output else ""))
     return 0

@@ -34,11 +34,14 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
     }
 
 
-def simulate(scenario: Scenario, verbose: bool = False, progress: TextIO | None = sys.stdout) -> RunSummary:
-    """Simulate ``scenario`` to the end; returns the run's MLflow id and metrics."""
+def simulate(scenario: Scenario, verbose: bool = False, progress: TextIO | None = sys.stdout,
+             tags: dict[str, str] | None = None, run_name: str | None = None) -> RunSummary:
+    """Simulate ``scenario`` to the end (its MLflow run with extra ``tags``, named
+    ``run_name``); returns the run's MLflow id and metrics."""
     summaries: list[RunSummary] = []
     run_simulation(
-        server_app=build_server_app(scenario, on_finish=summaries.append, progress=progress),
+        server_app=build_server_app(scenario, on_finish=summaries.append, progress=progress, tags=tags,
+                                    run_name=run_name),
         client_app=build_client_app(scenario),
         num_supernodes=scenario.partition.num_clients,
         backend_config=backend_config(scenario, verbose),

@@ -9,6 +9,9 @@ file store): ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows every r
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -24,11 +27,21 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from flowerbed.sims.config import Scenario
-from flowerbed.strategies import ggeur_params
+from flowerbed.strategies import ResolvedStrategy
 
 #: Tag set on every simulation run, so summaries and other runs can be told apart.
 KIND_TAG = "flowerbed.kind"
 MLFLOW_BATCH = 100  # MLflow accepts at most 100 params per log_batch call.
+#: Tag of a run's resolved configuration (tracking settings left out): equal hashes, same run.
+CONFIG_HASH_TAG = "config_hash"
+
+
+def config_hash(scenario: Scenario) -> str:
+    """A digest of everything that decides a run's metrics: the resolved scenario with
+    every default filled in, less where it is logged."""
+    tree = scenario.to_dict()
+    tree.pop("mlflow", None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def git_commit() -> str:
@@ -75,8 +88,12 @@ def format_progress(round_: int, rounds: int, metrics: dict[str, float]) -> str:
 class RunTracker:
     """Logs one simulation to MLflow: params, per-round metrics, artifacts, tags."""
 
-    def __init__(self, scenario: Scenario, progress: TextIO | None = sys.stdout) -> None:
+    def __init__(self, scenario: Scenario, strategy: ResolvedStrategy, progress: TextIO | None = sys.stdout,
+                 tags: dict[str, str] | None = None, run_name: str | None = None) -> None:
         self.scenario = scenario
+        self.strategy = strategy
+        self.extra_tags = dict(tags or {})
+        self.run_name = run_name
         self.client = MlflowClient(tracking_uri=scenario.mlflow.tracking_uri)
         self.progress = progress
         self.run_id: str | None = None
@@ -87,16 +104,23 @@ class RunTracker:
         """Create the run; end it FINISHED, FAILED (exception) or KILLED (interrupt)."""
         s = self.scenario
         experiment_id = get_or_create_experiment(self.client, s.mlflow.experiment)
+        method = self.strategy.method
         tags = {
             KIND_TAG: "simulation",
             "strategy": s.strategy.name,
+            # The strategy with its add-ons and non-default options: what compare groups by.
+            "method": method,
+            "scenario": s.name or "custom",
             "dataset": s.dataset.name,
             "partition": s.partition.kind,
             "seed": str(s.seed),
+            "rounds": str(s.rounds),
+            CONFIG_HASH_TAG: config_hash(s),
             "git_commit": git_commit(),
+            **self.extra_tags,
         }
-        run = self.client.create_run(experiment_id, tags=tags,
-                                     run_name=f"{s.strategy.name}-{s.dataset.name}-seed{s.seed}")
+        name = self.run_name or f"{method}-{s.name or s.dataset.name}-seed{s.seed}"
+        run = self.client.create_run(experiment_id, tags=tags, run_name=name)
         self.run_id = run.info.run_id
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
@@ -111,10 +135,8 @@ class RunTracker:
 
     def _log_config(self) -> None:
         values = self.scenario.to_run_config()
-        ggeur = ggeur_params(self.scenario.strategy.params)
-        if ggeur is not None:  # every GGEUR choice, defaults included (paper vs code options)
-            values.pop("strategy.ggeur", None)
-            values.update({f"strategy.ggeur.{k}": v for k, v in ggeur.model_dump().items()})
+        # Every option of the strategy and its add-ons, defaults included (paper vs code choices).
+        values.update(self.strategy.logged_params())
         params = [Param(k, str(v)) for k, v in values.items()]
         for start in range(0, len(params), MLFLOW_BATCH):
             self.client.log_batch(self.run_id, params=params[start:start + MLFLOW_BATCH])
@@ -153,8 +175,23 @@ class RunTracker:
                            title=f"{self.scenario.dataset.name}, {self.scenario.partition.kind}")
             self.client.log_artifact(self.run_id, str(path), "partition")
 
-    def log_state_dict(self, state_dict: dict[str, torch.Tensor], name: str = "global_model.pt") -> None:
+    def log_model(self, model: torch.nn.Module, aggregated: dict[str, torch.Tensor],
+                  name: str = "global_model") -> None:
+        """The global model as an MLflow PyTorch model (``mlflow.pytorch.load_model(
+        "runs:/<id>/global_model")`` loads it), and what the server aggregated, exactly
+        (``global_model.pt``: no parameter a client kept)."""
+        import mlflow.pytorch
+
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            torch.save(state_dict, path)
+            path = Path(tmp) / f"{name}.pt"
+            torch.save(aggregated, path)
             self.client.log_artifact(self.run_id, str(path))
+            logger = logging.getLogger("mlflow.pytorch")
+            level = logger.level
+            logger.setLevel(logging.ERROR)  # its pickle-format caution: our own classes, our own file
+            try:
+                mlflow.pytorch.save_model(model, Path(tmp) / name, serialization_format="pickle",
+                                          pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "flowerbed"])
+            finally:
+                logger.setLevel(level)
+            self.client.log_artifacts(self.run_id, str(Path(tmp) / name), name)

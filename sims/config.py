@@ -7,7 +7,7 @@ A scenario is a TOML file::
     [dataset]    name = "digits"
     [partition]  kind = "dirichlet", num_clients = 10, alpha = 0.3
     [model]      name = "mlp"
-    [strategy]   name = "fedavg"            # plus the strategy's own parameters
+    [strategy]   name = "fedpub"            # [strategy.fedpub] its parameters
     [client]     local_epochs, batch_size, lr, optimizer, num_cpus, num_gpus
     [sampling]   fraction_train, fraction_evaluate, min_clients
     [mlflow]     experiment, tracking_uri
@@ -37,10 +37,6 @@ class ConfigError(ValueError):
     """A scenario that cannot run; ``str(err)`` is a one-line message naming the key."""
 
 
-#: Models on feature vectors, the ones GGEUR's embedding augmentation applies to.
-GGEUR_MODELS = ("logreg", "mlp", "mlp2")
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,23 +47,45 @@ class ModelConfig(_Section):
 
 
 class StrategyConfig(BaseModel):
-    """``name`` plus the strategy's own parameters, checked against its registry entry."""
+    """``name``, the add-ons wrapped around it (``addons = ["ggeur"]``, or the short
+    ``name = "fedavg+ggeur"``), and parameter tables keyed by strategy name
+    (``[strategy.fedpub] tau = 3.0``). A file may carry tables for several strategies;
+    only those of ``name`` and ``addons`` are used.
+
+    The scenario layer knows no strategy: names and tables are checked where the apps
+    are built (:func:`flowerbed.strategies.resolve_strategy`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: str
+    name: str = Field(min_length=1)
+    addons: tuple[str, ...] = ()
 
-    @field_validator("name")
+    @model_validator(mode="before")
     @classmethod
-    def _known(cls, name: str) -> str:
-        from flowerbed.strategies import STRATEGIES
+    def _split_names(cls, tree: Any) -> Any:
+        """``fedavg+ggeur`` -> name ``fedavg``, add-on ``ggeur``; add-ons may come as the
+        comma-joined string of Flower's flat run config."""
+        if not isinstance(tree, dict):
+            return tree
+        tree = dict(tree)
+        addons = tree.get("addons", ())
+        if isinstance(addons, str):
+            addons = [a.strip() for a in addons.split(",") if a.strip()]
+        name = tree.get("name")
+        if isinstance(name, str) and "+" in name:
+            name, *more = [part.strip() for part in name.split("+")]
+            tree["name"] = name
+            addons = [*more, *(a for a in addons if a not in more)]
+        tree["addons"] = tuple(addons)
+        return tree
 
-        if name not in STRATEGIES:
-            raise ValueError(f"unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}")
-        return name
+    def table(self, name: str) -> dict[str, Any]:
+        """The parameter table of strategy (or add-on) ``name``; empty if the file has none."""
+        return dict((self.model_extra or {}).get(name) or {})
 
     @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+    def method(self) -> str:
+        """``name`` with its add-ons, e.g. ``fedavg+ggeur``."""
+        return "+".join((self.name, *self.addons))
 
 
 class ClientConfig(_Section):
@@ -100,6 +118,8 @@ class MlflowConfig(_Section):
 class Scenario(_Section):
     """A whole, validated scenario."""
 
+    # The scenario's name (its file's stem), tagged on every run it makes.
+    name: str | None = None
     seed: int = Field(default=0, ge=0)
     rounds: int = Field(ge=1)
     dataset: DatasetConfig
@@ -141,15 +161,6 @@ class Scenario(_Section):
         if (self.model.name in GRAPH_MODELS) != (name in GRAPH_DATASETS):
             raise ValueError(f"model.name={self.model.name!r} does not fit dataset.name={name!r}: "
                              f"graphs take {', '.join(GRAPH_MODELS)}, array data the others")
-        from flowerbed.strategies import STRATEGIES
-
-        needs = STRATEGIES[self.strategy.name].models
-        if needs and self.model.name not in needs:
-            raise ValueError(f"strategy.name={self.strategy.name!r} needs model.name in {list(needs)}, "
-                             f"not {self.model.name!r}")
-        if self.strategy.params.get("ggeur", False) not in (False, None) and self.model.name not in GGEUR_MODELS:
-            raise ValueError(f"strategy.ggeur augments feature vectors: it needs model.name in "
-                             f"{list(GGEUR_MODELS)}, not {self.model.name!r}")
         if self.sampling.min_clients > self.partition.num_clients:
             raise ValueError(
                 f"sampling.min_clients={self.sampling.min_clients} exceeds "
@@ -190,6 +201,7 @@ class Scenario(_Section):
             if not packaged.is_file():
                 raise ConfigError(f"scenario: no scenario file {whole!r} in flowerbed.sims")
             tree = tomllib.loads(packaged.read_text())
+            tree.setdefault("name", whole.removesuffix(".toml"))
         return parse_scenario(apply_overrides(tree, extra))
 
 
@@ -250,7 +262,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 # --- loading and error messages -----------------------------------------------------
 
 
-def _format_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+def format_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
     """The first error of a pydantic validation, as one line naming the dotted key."""
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
@@ -289,29 +301,25 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
+def _check_strategy_tables(tree: dict[str, Any]) -> None:
+    """Every key of ``[strategy]`` but ``name`` and ``addons`` is a table of parameters."""
+    strategy = tree.get("strategy")
+    if not isinstance(strategy, dict):
+        return
+    for key, value in strategy.items():
+        if key not in StrategyConfig.model_fields and not isinstance(value, dict):
+            raise ConfigError(f"strategy.{key}: a strategy's parameters go in its own table, "
+                              f"e.g. strategy.<name>.{key} = {value!r}")
+
+
 def parse_scenario(tree: dict[str, Any]) -> Scenario:
-    from flowerbed.strategies import STRATEGIES
-
+    """Validate a scenario tree (the strategy's own tables are validated where the apps
+    are built, by :func:`flowerbed.strategies.resolve_strategy`)."""
+    _check_strategy_tables(tree)
     try:
-        scenario = Scenario.model_validate(tree)
+        return Scenario.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
-    params_model = STRATEGIES[scenario.strategy.name].schema
-    try:
-        params_model.model_validate(scenario.strategy.params)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = f"strategy.{'.'.join(map(str, first['loc']))}"
-        if first["type"] == "extra_forbidden" and first["loc"][0] == "ggeur":
-            from flowerbed.strategies.ggeur import GGEURParams
-
-            raise ConfigError(f"{key}: unknown GGEUR key; allowed: {', '.join(GGEURParams.model_fields)}") from None
-        if first["type"] == "extra_forbidden":
-            allowed = ", ".join(["name", *params_model.model_fields])
-            raise ConfigError(f"{key}: unknown key for strategy {scenario.strategy.name!r}; "
-                              f"allowed keys here: {allowed}") from None
-        raise ConfigError(f"strategy.{_format_error(err, params_model)}") from None
-    return scenario
+        raise ConfigError(format_error(err)) from None
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
@@ -323,4 +331,5 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         tree = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    tree.setdefault("name", path.stem)
     return parse_scenario(apply_overrides(tree, overrides or []))

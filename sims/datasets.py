@@ -11,81 +11,21 @@ it is; nothing is written there (derived files go to :func:`~flowerbed.sims.cach
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_DATA_ROOT = "~/.cache/flowerbed"
-DATA_ROOT_ENV = "FLOWERBED_DATA_ROOT"
-#: Seed of every dataset-level train/test split (fixed: not the run's seed).
-SPLIT_SEED = 0
-
-
-class DatasetMissing(FileNotFoundError):
-    """A dataset file is not under the data root; the message names the file."""
-
-
-@dataclass(frozen=True, eq=False)
-class ArrayDataset:
-    """Features and integer labels of one dataset.
-
-    Shapes: ``x_train`` (N, *input_shape) float32, ``y_train`` (N,) int64;
-    ``x_test`` (M, *input_shape), ``y_test`` (M,). Multi-domain sets add
-    ``domain_train`` (N,) / ``domain_test`` (M,), indices into ``domains``.
-    """
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    domains: tuple[str, ...] = ()
-    domain_train: np.ndarray | None = None
-    domain_test: np.ndarray | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-
-@dataclass(frozen=True, eq=False)
-class GraphDataset:
-    """One graph (a PyG ``Data``): ``x`` (N, F) float, ``y`` (N,) int64, ``edge_index``
-    (2, E) int64 (undirected, both directions), boolean node masks ``train`` / ``val`` /
-    ``test`` (N,). Defined here, not in ``sims.graphs``, so that telling graphs from
-    arrays does not import torch_geometric (seconds and ~160 MB per process)."""
-
-    name: str
-    graph: Any
-    num_classes: int
-
-    @property
-    def num_features(self) -> int:
-        return int(self.graph.x.shape[1])
-
-
-def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """``root`` if given, else ``$FLOWERBED_DATA_ROOT``, else ``~/.cache/flowerbed``."""
-    chosen = root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT
-    return Path(chosen).expanduser().resolve()
-
-
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise DatasetMissing(f"{path}: dataset file not found (set --data-root or $FLOWERBED_DATA_ROOT)")
-    return path
-
+from flowerbed.sims.base import (DATA_ROOT_ENV, DEFAULT_DATA_ROOT, SPLIT_SEED, ArrayDataset,  # noqa: F401 - re-exported
+                                 DatasetMissing, GraphDataset, require, resolve_data_root)
+from flowerbed.sims.fashion_mnist import load_fashion_mnist
 
 def _loadmat(path: Path) -> dict[str, np.ndarray]:
     import scipy.io
 
-    return scipy.io.loadmat(str(_require(path)))
+    return scipy.io.loadmat(str(require(path)))
 
 
 def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,51 +66,6 @@ def _load_digits(root: Path, spec: Any) -> ArrayDataset:
     return ArrayDataset("digits", x[train], y[train], x[test], y[test], num_classes=10)
 
 
-_FMNIST_FILES = {
-    "x_train": ("train-images-idx3-ubyte", 16),
-    "y_train": ("train-labels-idx1-ubyte", 8),
-    "x_test": ("t10k-images-idx3-ubyte", 16),
-    "y_test": ("t10k-labels-idx1-ubyte", 8),
-}
-FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
-
-
-def fashion_mnist_raw(root: Path) -> dict[str, np.ndarray]:
-    """The four IDX files as uint8 arrays: images (N, 28, 28), labels (N,)."""
-    raw = root / "FashionMNIST" / "raw"
-    missing = [raw / f for f, _ in _FMNIST_FILES.values() if not (raw / f).is_file()]
-    if missing:
-        _download_with_torchvision(root, missing[0])
-    arrays = {k: np.frombuffer((raw / f).read_bytes(), np.uint8, offset=off)
-              for k, (f, off) in _FMNIST_FILES.items()}
-    for key in ("x_train", "x_test"):
-        arrays[key] = arrays[key].reshape(-1, 28, 28)
-    return arrays
-
-
-def _load_fashion_mnist(root: Path, spec: Any) -> ArrayDataset:
-    """Fashion-MNIST, 60000 + 10000 images 1x28x28, from ``<root>/FashionMNIST/raw``."""
-    raw = fashion_mnist_raw(root)
-    # One float32 per byte value, computed as before in float64: the same numbers,
-    # without the float64 temporaries (~560 MB at peak, in every process that loads it).
-    lut = ((np.arange(256) / 255.0 - FMNIST_MEAN) / FMNIST_STD).astype(np.float32)
-    norm = lambda a: lut[a[:, None]]  # noqa: E731
-    return ArrayDataset("fashion_mnist", norm(raw["x_train"]), raw["y_train"].astype(np.int64),
-                        norm(raw["x_test"]), raw["y_test"].astype(np.int64), num_classes=10)
-
-
-def _download_with_torchvision(root: Path, missing: Path) -> None:
-    try:
-        from torchvision.datasets import FashionMNIST
-    except ImportError:
-        raise DatasetMissing(
-            f"{missing}: dataset file not found (set --data-root, or install torchvision "
-            "to download it)"
-        ) from None
-    for train in (True, False):
-        FashionMNIST(str(root), train=train, download=True)
-
-
 OFFICE_DOMAINS = {"amazon": "amazon", "webcam": "webcam", "dslr": "dslr", "caltech": "Caltech10"}
 
 
@@ -202,7 +97,7 @@ def _load_usps(root: Path, spec: Any) -> ArrayDataset:
     """USPS, full (7291 + 2007), 1x16x16 in [0, 1]; needs h5py."""
     import h5py
 
-    with h5py.File(_require(root / "digits" / "usps" / "usps.h5"), "r") as f:
+    with h5py.File(require(root / "digits" / "usps" / "usps.h5"), "r") as f:
         arrays = {f"{k}_{part}": f[part][key][:] for part in ("train", "test")
                   for k, key in (("x", "data"), ("y", "target"))}
     shape = (-1, 1, 16, 16)
@@ -242,7 +137,7 @@ def _load_fashion_mnist_features(root: Path, spec: Any) -> ArrayDataset:
 #: name -> loader(data_root, dataset spec). New datasets join with one line.
 DATASETS: dict[str, Callable[[Path, Any], Any]] = {
     "digits": _load_digits,
-    "fashion_mnist": _load_fashion_mnist,
+    "fashion_mnist": load_fashion_mnist,
     "fashion_mnist_features": _load_fashion_mnist_features,
     "office_caltech10": _load_office_caltech10,
     "mnist_usps": _load_mnist_usps,

@@ -22,8 +22,8 @@ import torch
 from torch.nn import functional as F
 
 from flowerbed.sims.cache import writable_cache
-from flowerbed.sims.datasets import (SPLIT_SEED, ArrayDataset, DatasetMissing, fashion_mnist_raw,
-                                     resolve_data_root)
+from flowerbed.sims.base import SPLIT_SEED, ArrayDataset, DatasetMissing, resolve_data_root
+from flowerbed.sims.fashion_mnist import fashion_mnist_raw
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

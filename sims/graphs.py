@@ -20,7 +20,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import subgraph, to_undirected
 
 from flowerbed.sims.cache import writable_cache
-from flowerbed.sims.datasets import GraphDataset
+from flowerbed.sims.base import DatasetMissing, GraphDataset
 
 #: FED-PUB's data-generation seed: the node split is fixed across runs.
 NODE_SPLIT_SEED = 1234
@@ -80,8 +80,6 @@ def load_planetoid(name: str, root: Path) -> GraphDataset:
     (possibly read-only) data root ``<root>/planetoid/<Name>/raw`` into a writable cache.
     """
     from torch_geometric.datasets import Planetoid
-
-    from flowerbed.sims.datasets import DatasetMissing
 
     pyg_name = PLANETOID[name]
     source = root / "planetoid" / pyg_name / "raw"

@@ -5,19 +5,19 @@ from __future__ import annotations
 import torch
 from mlflow.tracking import MlflowClient
 
-from flowerbed.client.task import client_data, new_model
+from flowerbed.sims.task import client_data, new_model
 from flowerbed.client.trainer import TrainSettings, finetune
 from flowerbed.server.simulate import simulate
 from flowerbed.sims.config import parse_scenario
 
 
-def scenario(tmp_path, strategy: dict, rounds: int = 2):
+def scenario(tmp_path, strategy: dict, rounds: int = 2, **params):
     return parse_scenario({
         "seed": 0, "rounds": rounds,
         "dataset": {"name": "digits"},
         "partition": {"kind": "dirichlet", "num_clients": 3, "alpha": 0.5},
         "model": {"name": "mlp", "hidden": 16},
-        "strategy": strategy,
+        "strategy": {**strategy, **params},
         "client": {"local_epochs": 1, "batch_size": 16, "lr": 0.05},
         "mlflow": {"experiment": f"baseline-{strategy['name']}", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"},
     })
@@ -29,7 +29,7 @@ def _global_model(tmp_path, s, run_id):
 
 
 def test_fedbabu_trains_the_body_only_and_finetunes_the_head_for_evaluation(tmp_path):
-    s = scenario(tmp_path, {"name": "fedbabu", "finetune_epochs": 2})
+    s = scenario(tmp_path, {"name": "fedbabu"}, fedbabu={"finetune_epochs": 2})
     summary = simulate(s, progress=None)
     initial = new_model(s).state_dict()
     final = _global_model(tmp_path, s, summary.run_id)

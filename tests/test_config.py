@@ -10,6 +10,7 @@ import tomli_w
 
 from flowerbed.server.cli import EXIT_BAD_INPUT, main
 from flowerbed.sims.config import ConfigError, Scenario, load_scenario, parse_scenario
+from flowerbed.strategies import resolve_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,13 @@ BAD = [
     ("client.optimizer", "lbfgs", "client.optimizer"),
     ("client.batch_size", 0, "client.batch_size"),
     ("client.num_gpus", -1, "client.num_gpus"),
-    ("strategy.proximal_mu", 0.1, "strategy.proximal_mu: unknown key"),
+    ("strategy.proximal_mu", 0.1, "strategy.proximal_mu: a strategy's parameters go in its own table"),
+    ("strategy.fedprox.proximal_mu", -1, "strategy.fedprox.proximal_mu: Input should be greater than"),
+    ("strategy.fedprox.bogus", 1, "strategy.fedprox.bogus: unknown key for strategy 'fedprox'; allowed keys "
+                                  "here: proximal_mu"),
+    ("strategy.fedfoo.x", 1, "strategy.fedfoo: no strategy or add-on of that name"),
+    ("strategy.addons", ["nope"], "strategy.addons: unknown add-on 'nope'; allowed: ggeur"),
+    ("strategy.name", "fedpub", "strategy.name: 'fedpub' needs model.name in ['masked_gcn'], not 'mlp'"),
     ("sampling.min_clients", 9, "sampling.min_clients"),
     ("partition.num_clients", 0, "partition.num_clients"),
 ]
@@ -66,7 +73,7 @@ BAD = [
 @pytest.mark.parametrize("key,value,expected", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
 def test_bad_config_is_one_line_error_naming_the_key(key, value, expected):
     with pytest.raises(ConfigError) as info:
-        parse_scenario(edited(key, value))
+        resolve_strategy(parse_scenario(edited(key, value)))
     message = str(info.value)
     assert "\n" not in message
     assert expected in message
@@ -76,14 +83,26 @@ def test_bad_config_is_one_line_error_naming_the_key(key, value, expected):
 
 def test_strategy_error_names_allowed_values():
     with pytest.raises(ConfigError, match="allowed: fedavg, fedprox"):
-        parse_scenario(edited("strategy.name", "fedfoo"))
+        resolve_strategy(parse_scenario(edited("strategy.name", "fedfoo")))
 
 
-def test_fedprox_parameters_are_checked():
-    ok = parse_scenario(edited("strategy", {"name": "fedprox", "proximal_mu": 0.01}))
-    assert ok.strategy.params == {"proximal_mu": 0.01}
-    with pytest.raises(ConfigError, match="strategy.proximal_mu"):
-        parse_scenario(edited("strategy", {"name": "fedprox", "proximal_mu": -1}))
+def test_strategy_tables_are_checked_even_when_not_in_use():
+    """A file may carry tuned options for several strategies; each table is still
+    checked against its strategy, and only the named one is used."""
+    tree = edited("strategy", {"name": "fedprox", "fedprox": {"proximal_mu": 0.5}, "fedbabu": {"finetune_epochs": 3}})
+    resolved = resolve_strategy(parse_scenario(tree))
+    assert resolved.params.proximal_mu == 0.5 and resolved.method == "fedprox(proximal_mu=0.5)"
+    assert resolve_strategy(parse_scenario(edited("strategy.name", "fedprox"))).method == "fedprox"
+    with pytest.raises(ConfigError, match=r"strategy\.fedbabu\.finetune_epochs"):
+        tree["strategy"]["fedbabu"] = {"finetune_epochs": -1}
+        resolve_strategy(parse_scenario(tree))
+
+
+def test_name_plus_addon_is_the_short_form_of_addons():
+    short = parse_scenario(edited("strategy.name", "fedprox+ggeur")).strategy
+    assert (short.name, short.addons, short.method) == ("fedprox", ("ggeur",), "fedprox+ggeur")
+    flat = parse_scenario(edited("strategy", {"name": "fedprox", "addons": "ggeur"})).strategy
+    assert flat == short
 
 
 def _write(tmp_path: Path, tree: dict) -> Path:
@@ -141,15 +160,16 @@ def test_missing_dataset_file_is_named(tmp_path, capsys):
 
 def test_set_parses_toml_values_and_dotted_paths():
     scenario = load_scenario(REPO / "sims" / "quickstart.toml",
-                             ["strategy.name=fedprox", "strategy.proximal_mu=0.01", "rounds=3",
+                             ["strategy.name=fedprox", "strategy.fedprox.proximal_mu=0.01", "rounds=3",
                               "mlflow.experiment=x y"])
     assert scenario.rounds == 3
-    assert scenario.strategy.name == "fedprox" and scenario.strategy.params["proximal_mu"] == 0.01
+    assert scenario.strategy.name == "fedprox" and scenario.strategy.table("fedprox") == {"proximal_mu": 0.01}
     assert scenario.mlflow.experiment == "x y"
 
 
 def test_run_config_round_trip_is_lossless():
-    scenario = load_scenario(REPO / "sims" / "quickstart.toml", ["strategy.name=fedprox"])
+    scenario = load_scenario(REPO / "sims" / "quickstart.toml", ["strategy.name=fedprox+ggeur",
+                                                                  "strategy.ggeur.augment=isotropic"])
     flat = scenario.to_run_config()
     assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())
     assert Scenario.from_run_config(flat) == scenario
@@ -169,11 +189,11 @@ def test_run_config_can_carry_a_whole_scenario():
 
     app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     by_name = Scenario.from_run_config({**app_config, "scenario": "fedpub_cora_disjoint10",
-                                        "overrides": "rounds=3; strategy.tau=5.0"})
-    expected = load_scenario(REPO / "sims" / "fedpub_cora_disjoint10.toml", ["rounds=3", "strategy.tau=5.0"])
+                                        "overrides": "rounds=3; strategy.fedpub.tau=5.0"})
+    expected = load_scenario(REPO / "sims" / "fedpub_cora_disjoint10.toml", ["rounds=3", "strategy.fedpub.tau=5.0"])
     assert by_name == expected
     text = (REPO / "sims" / "fraug_mnist_usps.toml").read_text()
     assert Scenario.from_run_config({**app_config, "scenario": text}) == load_scenario(
-        REPO / "sims" / "fraug_mnist_usps.toml")
+        REPO / "sims" / "fraug_mnist_usps.toml").model_copy(update={"name": None})
     with pytest.raises(ConfigError, match="scenario: no scenario file 'nope'"):
         Scenario.from_run_config({**app_config, "scenario": "nope"})

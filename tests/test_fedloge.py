@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from flowerbed.client.fedloge import (
+from flowerbed.strategies.fedloge.maths import (
     etf_loss,
     personalized_logits,
     realign_global,
@@ -17,7 +17,7 @@ from flowerbed.client.fedloge import (
     sse_c_head,
     train_three_heads,
 )
-from flowerbed.strategies.fedloge import FedLoGe
+from flowerbed.strategies.fedloge import FedLoGe, FedLoGeParams
 
 
 def _cosines(weight: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ def test_personalized_logits_equal_the_formula_on_a_hand_made_example():
 def test_generic_variants_are_the_sse_c_and_the_realigned_head():
     from flowerbed.sims.models import build_model
 
-    strategy = FedLoGe(etf_steps=50, seed=7)
+    strategy = FedLoGe(FedLoGeParams(etf_steps=50), seed=7)
     model = build_model("mlp2", (1, 8, 8), 10, hidden=16)
     variants = strategy.evaluation_variants(model)
     assert torch.equal(variants["ssec"].head.weight, sparse_etf(16, 10, 0.6, 0.1, 50, 7))
@@ -133,7 +133,7 @@ def test_local_heads_stay_on_the_clients_in_simulation(tmp_path):
         "dataset": {"name": "digits"},
         "partition": {"kind": "longtail_dirichlet", "num_clients": 4, "imbalance_factor": 10, "alpha": 1.0},
         "model": {"name": "mlp2", "hidden": 16},
-        "strategy": {"name": "fedloge", "etf_steps": 200},
+        "strategy": {"name": "fedloge", "fedloge": {"etf_steps": 200}},
         "client": {"local_epochs": 1, "batch_size": 8, "lr": 0.03, "momentum": 0.5},
         "mlflow": {"experiment": "fedloge-sim", "tracking_uri": uri},
     })
@@ -150,7 +150,7 @@ def test_local_heads_stay_on_the_clients_in_simulation(tmp_path):
 
 
 def s_model_keys(scenario) -> list[str]:
-    from flowerbed.client.task import new_model
+    from flowerbed.sims.task import new_model
 
     return list(new_model(scenario).state_dict())
 
@@ -160,15 +160,15 @@ def test_group_metrics_of_clients_without_a_group_are_left_out_of_the_mean():
     the same keys, as Flower's aggregation requires); the round's mean skips it."""
     import math
 
-    from flowerbed.client.app import _groups
-    from flowerbed.client.task import ClientData
+    from flowerbed.client.mods import group_metrics
+    from flowerbed.sims.task import ClientData
     from flowerbed.server.app import client_round_metrics
     from flowerbed.server.grid import Traffic
 
     groups = {"head": [0], "tail": [1]}
     empty = torch.zeros(0)
     only_head = ClientData(empty, empty.long(), empty, torch.zeros(2, 1), torch.tensor([0, 0]))
-    replied = _groups("personalized_accuracy", torch.tensor([0, 1]), only_head, groups)
+    replied = group_metrics("personalized_accuracy", torch.tensor([0, 1]), only_head, groups)
     assert replied["personalized_accuracy_head"] == 0.5 and math.isnan(replied["personalized_accuracy_tail"])
 
     other = {"personalized_accuracy_head": 1.0, "personalized_accuracy_tail": 0.25}

@@ -11,10 +11,10 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 
-from flowerbed.client.fedpub import penalty, proxy_graph
+from flowerbed.strategies.fedpub.maths import aggregation_weights, penalty, proxy_graph, similarity
 from flowerbed.sims.masked_gcn import MaskedGCN
-from flowerbed.strategies.fedpub import FedPub, aggregation_weights, similarity
-from flowerbed.strategies.utils import combine
+from flowerbed.strategies.common import combine
+from flowerbed.strategies.fedpub import FedPub, FedPubParams
 
 
 def _digest(seed: int, features: int) -> str:
@@ -23,7 +23,7 @@ def _digest(seed: int, features: int) -> str:
 
 
 def test_proxy_graph_is_the_same_for_the_same_seed_in_another_process():
-    code = ("from flowerbed.client.fedpub import proxy_graph; import hashlib; "
+    code = ("from flowerbed.strategies.fedpub.maths import proxy_graph; import hashlib; "
             "x, e = proxy_graph(42, 16); "
             "print(hashlib.sha256(x.numpy().tobytes() + e.numpy().tobytes()).hexdigest())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -73,7 +73,7 @@ def _reply(node: int, arrays: dict[str, np.ndarray], embedding: list[float], n: 
 
 
 def test_each_client_gets_its_own_similarity_weighted_model():
-    strategy = FedPub(tau=3.0, seed=0, min_available_nodes=3, min_train_nodes=3)
+    strategy = FedPub(FedPubParams(tau=3.0), seed=0, min_available_nodes=3, min_train_nodes=3)
     thetas = [np.full((2, 2), v, dtype=np.float32) for v in (1.0, 2.0, 10.0)]
     h = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]
     replies = [_reply(node, {"w": t}, e, n) for node, t, e, n in zip((11, 12, 13), thetas, h, (10, 30, 60))]
@@ -141,7 +141,7 @@ def test_similarity_groups_clients_of_the_same_community_in_simulation(tmp_path)
         "partition": {"kind": "subgraph_overlap", "num_clients": 6, "num_communities": 2,
                       "clients_per_community": 3},
         "model": {"name": "masked_gcn", "hidden": 32},
-        "strategy": {"name": "fedpub", "tau": 10.0},
+        "strategy": {"name": "fedpub", "fedpub": {"tau": 10.0}},
         "client": {"local_epochs": 2, "lr": 0.01, "optimizer": "adam"},
         "sampling": {"fraction_evaluate": 1.0, "min_clients": 2},
         "mlflow": {"experiment": "fedpub-sbm", "tracking_uri": uri},
@@ -170,40 +170,3 @@ def test_similarity_groups_clients_of_the_same_community_in_simulation(tmp_path)
     assert val[best] == max(val.values())
     assert run.data.metrics["personalized_accuracy_trained_best_val"] == pytest.approx(
         summary.history[best]["personalized_accuracy_trained"])
-
-
-def test_client_kept_parameters_come_from_the_own_state_never_another_clients():
-    """Two clients served by one process (as a Ray actor serves many): each restores its
-    own masks and Adam moments; a newcomer starts from the initial masks."""
-    from flwr.app import Context, RecordDict
-
-    from flowerbed.client.personal import (compose_state, restore_optimizer, shared_state, store_local,
-                                           store_optimizer)
-
-    def context() -> Context:
-        return Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
-
-    torch.manual_seed(0)
-    model = MaskedGCN(6, 3, hidden=4)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    received = {k: v + 1 for k, v in initial.items() if "mask" not in k}
-    first, newcomer = context(), context()
-    with torch.no_grad():
-        model.conv1.mask.fill_(0.5)
-    store_local(model, first, ("mask",))
-    assert not any("mask" in k for k in shared_state(model, ("mask",)))
-
-    mine = compose_state(initial, received, first, ("mask",))
-    assert torch.all(mine["conv1.mask"] == 0.5) and torch.equal(mine["conv1.weight"], received["conv1.weight"])
-    fresh = compose_state(initial, received, newcomer, ("mask",))
-    assert torch.all(fresh["conv1.mask"] == 1.0)
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    model(torch.randn(5, 6), torch.tensor([[0, 1], [1, 0]])).sum().backward()
-    optimizer.step()
-    store_optimizer(optimizer, first)
-    again = torch.optim.Adam(model.parameters(), lr=0.01)
-    restore_optimizer(again, first)
-    before, after = optimizer.state_dict()["state"], again.state_dict()["state"]
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[i]["exp_avg"], after[i]["exp_avg"]) for i in before)

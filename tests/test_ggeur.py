@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from flowerbed.client.ggeur import (ClassGeometry, Settings, augment, class_statistics, covariances_of,
-                                    multi_domain, noise, pack_symmetric, single_domain, unpack_symmetric,
-                                    upload_arrays)
-from flowerbed.strategies.ggeur import GGEUR, GGEURParams, PooledMoments, eigen_geometry, guide_set
+from flowerbed.strategies.ggeur import GGEUR, GGEURParams
+from flowerbed.strategies.ggeur.generation import ClassGeometry, augment, multi_domain, noise, single_domain
+from flowerbed.strategies.ggeur.stats import (PooledMoments, class_statistics, covariances_of, eigen_geometry,
+                                              guide_set, pack_symmetric, unpack_symmetric, upload_arrays)
 
 
 def _clients(d: int = 6, sizes=(3, 40, 1, 17), seed: int = 0) -> list[np.ndarray]:
@@ -101,7 +101,7 @@ def test_generated_noise_has_the_global_covariance(scale):
     covariance V diag(lambda^2) V^T."""
     cov = _anisotropic()
     geometry = _geometry(cov)
-    eps = noise(geometry, 200_000, Settings(noise_scale=scale), torch.Generator().manual_seed(0)).numpy()
+    eps = noise(geometry, 200_000, GGEURParams(noise_scale=scale), torch.Generator().manual_seed(0)).numpy()
     values, vectors = np.linalg.eigh(cov)
     expected = cov if scale == "sqrt_eigenvalue" else vectors @ np.diag(values ** 2) @ vectors.T
     np.testing.assert_allclose(np.cov(eps, rowvar=False), expected, atol=0.05 * np.abs(expected).max())
@@ -110,10 +110,10 @@ def test_generated_noise_has_the_global_covariance(scale):
 def test_isotropic_ablation_has_the_same_total_variance_and_resample_none():
     cov = _anisotropic()
     geometry = _geometry(cov)
-    iso = noise(geometry, 100_000, Settings(augment="isotropic"), torch.Generator().manual_seed(0)).numpy()
+    iso = noise(geometry, 100_000, GGEURParams(augment="isotropic"), torch.Generator().manual_seed(0)).numpy()
     emp = np.cov(iso, rowvar=False)
     np.testing.assert_allclose(emp, np.eye(4) * np.trace(cov) / 4, atol=0.03 * np.trace(cov))
-    assert not noise(geometry, 10, Settings(augment="resample"), torch.Generator()).any()
+    assert not noise(geometry, 10, GGEURParams(augment="resample"), torch.Generator()).any()
 
 
 def test_single_domain_fills_each_present_class_to_its_target():
@@ -122,16 +122,16 @@ def test_single_domain_fills_each_present_class_to_its_target():
     y = torch.tensor([0] * 1 + [1] * 12 + [2] * 10)  # class 3 absent: no anchor, skipped
     cov = _anisotropic()
     geometries = {c: _geometry(cov, count=n) for c, n in enumerate([40, 15, 10, 30])}
-    x_aug, y_aug = augment(x, y, geometries, 4, Settings(), torch.Generator().manual_seed(0))
+    x_aug, y_aug = augment(x, y, geometries, 4, GGEURParams(), torch.Generator().manual_seed(0))
     assert torch.bincount(y_aug, minlength=4).tolist() == [40, 15, 10, 0]
     assert torch.equal(x_aug[y_aug == 1][:12], x[y == 1])  # originals kept first
-    fixed = augment(x, y, geometries, 4, Settings(target_per_class=25), torch.Generator().manual_seed(0))[1]
+    fixed = augment(x, y, geometries, 4, GGEURParams(target_per_class=25), torch.Generator().manual_seed(0))[1]
     assert torch.bincount(fixed, minlength=4).tolist() == [25, 25, 25, 0]
 
 
 def test_single_domain_resample_duplicates_real_samples():
     x = torch.arange(12.0).reshape(3, 4)
-    new = single_domain(x, _geometry(_anisotropic(), count=50), 10, Settings(augment="resample"),
+    new = single_domain(x, _geometry(_anisotropic(), count=50), 10, GGEURParams(augment="resample"),
                         torch.Generator().manual_seed(0))
     assert len(new) == 47
     assert all(any(torch.equal(row, real) for real in x) for row in new)
@@ -140,11 +140,11 @@ def test_single_domain_resample_duplicates_real_samples():
 def test_multi_domain_rule_reaches_the_target_from_prototypes_too():
     cov = _anisotropic()
     prototypes = np.array([[10.0, 0, 0, 0], [0, 10.0, 0, 0]])
-    settings = Settings(rule="multi_domain", target=50, samples_per_anchor=5, local_keep=8, per_prototype=10)
+    settings = GGEURParams(rule="multi_domain", target=50, samples_per_anchor=5, local_keep=8, per_prototype=10)
     x = torch.zeros(3, 4)
     kept, new = multi_domain(x, _geometry(cov, prototypes=prototypes), settings, torch.Generator().manual_seed(0))
     assert len(kept) == 3 and len(new) == 28  # pool: 8 around local anchors + 2 x 10 around prototypes
-    roomy = Settings(rule="multi_domain", target=20, samples_per_anchor=5, local_keep=8, per_prototype=10)
+    roomy = GGEURParams(rule="multi_domain", target=20, samples_per_anchor=5, local_keep=8, per_prototype=10)
     assert len(multi_domain(x, _geometry(cov, prototypes=prototypes), roomy, torch.Generator())[1]) == 17
     # A class the client never saw is generated around the other domains' prototypes alone.
     kept, new = multi_domain(x[:0], _geometry(cov, prototypes=prototypes), settings,
@@ -155,7 +155,7 @@ def test_multi_domain_rule_reaches_the_target_from_prototypes_too():
     # Originals at or above the target: nothing generated, capped only on request.
     many = torch.randn(60, 4)
     assert [len(t) for t in multi_domain(many, _geometry(cov), settings, torch.Generator())] == [60, 0]
-    capped = Settings(rule="multi_domain", target=50, cap_originals=True)
+    capped = GGEURParams(rule="multi_domain", target=50, cap_originals=True)
     assert [len(t) for t in multi_domain(many, _geometry(cov), capped, torch.Generator())] == [50, 0]
 
 
@@ -166,7 +166,7 @@ def test_rank_deficient_class_with_fewer_samples_than_dimensions_does_not_crash(
     values, vectors = eigen_geometry(stats["covs"][0], None, "none")
     assert (values >= 0).all() and (values[2:] < 1e-9).all()
     geometry = ClassGeometry(torch.from_numpy(values), torch.from_numpy(vectors), float(values.sum()), 40)
-    new = single_domain(torch.from_numpy(x), geometry, 10, Settings(), torch.Generator().manual_seed(0))
+    new = single_domain(torch.from_numpy(x), geometry, 10, GGEURParams(), torch.Generator().manual_seed(0))
     assert new.shape == (37, d) and torch.isfinite(new).all()
     # The generated points stay in the class's affine span (its geometry).
     centred = (new - torch.from_numpy(x.mean(0))).numpy()
@@ -174,31 +174,41 @@ def test_rank_deficient_class_with_fewer_samples_than_dimensions_does_not_crash(
     np.testing.assert_allclose(centred, centred @ basis @ basis.T, atol=1e-6)
 
 
+def _resolved(strategy: dict, model: str = "logreg"):
+    from flowerbed.sims.config import parse_scenario
+    from flowerbed.strategies import resolve_strategy
+
+    return resolve_strategy(parse_scenario({
+        "rounds": 1, "dataset": {"name": "digits"}, "partition": {"kind": "iid", "num_clients": 2},
+        "model": {"name": model}, "strategy": strategy}))
+
+
 def test_ggeur_composes_with_fedavg_and_fedprox_through_the_config():
     from flwr.serverapp.strategy import FedAvg, FedProx
 
-    from flowerbed.strategies import STRATEGIES
-
     common = {"fraction_train": 1.0}
-    wrapped = STRATEGIES["fedprox"].build({"proximal_mu": 0.1, "ggeur": True}, seed=3, **common)
+    wrapped = _resolved({"name": "fedprox+ggeur", "fedprox": {"proximal_mu": 0.1}}).build(seed=3, **common)
     assert isinstance(wrapped, GGEUR) and isinstance(wrapped.inner, FedProx)
     assert wrapped.inner.proximal_mu == 0.1 and wrapped.params == GGEURParams()
-    table = STRATEGIES["fedavg"].build({"ggeur": {"augment": "isotropic", "loop": "code"}}, seed=0, **common)
-    assert table.params.augment == "isotropic" and table.inner.weighted_by_key == "unit-weight"
-    assert type(STRATEGIES["fedavg"].build({"ggeur": False}, seed=0, **common)) is FedAvg
+    table = _resolved({"name": "fedavg", "addons": ["ggeur"], "ggeur": {"augment": "isotropic", "loop": "code"}})
+    assert table.method == "fedavg+ggeur(augment=isotropic,loop=code)"
+    built = table.build(seed=0, **common)
+    assert built.params.augment == "isotropic" and built.inner.weighted_by_key == "unit-weight"
+    # A [strategy.ggeur] table alone switches nothing on: a file may keep options it does not use.
+    assert type(_resolved({"name": "fedavg", "ggeur": {"augment": "isotropic"}}).build(seed=0, **common)) is FedAvg
 
 
 def test_ggeur_config_errors_name_the_key():
-    from flowerbed.sims.config import ConfigError, parse_scenario
+    from flowerbed.sims.config import ConfigError
 
-    base = {"rounds": 1, "dataset": {"name": "digits"}, "partition": {"kind": "iid", "num_clients": 2},
-            "model": {"name": "logreg"}}
-    with pytest.raises(ConfigError, match=r"strategy\.ggeur\.augment"):
-        parse_scenario({**base, "strategy": {"name": "fedavg", "ggeur": {"augment": "gauss"}}})
-    with pytest.raises(ConfigError, match=r"strategy\.ggeur\.bogus: unknown GGEUR key"):
-        parse_scenario({**base, "strategy": {"name": "fedavg", "ggeur": {"bogus": 1}}})
-    with pytest.raises(ConfigError, match=r"strategy\.ggeur augments feature vectors"):
-        parse_scenario({**base, "model": {"name": "cnn"}, "strategy": {"name": "fedavg", "ggeur": True}})
+    with pytest.raises(ConfigError, match=r"strategy\.ggeur\.augment: 'gauss' is not allowed"):
+        _resolved({"name": "fedavg+ggeur", "ggeur": {"augment": "gauss"}})
+    with pytest.raises(ConfigError, match=r"strategy\.ggeur\.bogus: unknown key for strategy 'ggeur'"):
+        _resolved({"name": "fedavg", "ggeur": {"bogus": 1}})
+    with pytest.raises(ConfigError, match=r"strategy\.addons: 'ggeur' needs model\.name in"):
+        _resolved({"name": "fedavg+ggeur"}, model="cnn")
+    with pytest.raises(ConfigError, match=r"strategy\.addons: 'ggeur' does not compose with strategy 'fedloge'"):
+        _resolved({"name": "fedloge+ggeur"}, model="mlp")
 
 
 # --- in simulation ------------------------------------------------------------------
@@ -212,7 +222,7 @@ def _lds_scenario(uri: str, **strategy):
         "dataset": {"name": "office_caltech10"},
         "partition": {"kind": "domain_dirichlet", "alpha": 0.1},
         "model": {"name": "logreg"},
-        "strategy": {"name": "fedavg", "ggeur": True, **strategy},
+        "strategy": {"name": "fedavg", "addons": ["ggeur"], "ggeur": strategy},
         "client": {"local_epochs": 1, "batch_size": 16, "lr": 0.001, "optimizer": "adam"},
         "sampling": {"min_clients": 4},
         "mlflow": {"experiment": "ggeur-sim", "tracking_uri": uri},
@@ -224,7 +234,7 @@ def test_messages_carry_statistics_only_and_runs_repeat(tmp_path, monkeypatch):
     each client's class counts, means and packed covariances; the geometry goes back
     with the other domains' prototypes; train replies hold the model only; the same
     seed gives the same metrics."""
-    from flowerbed.client.task import client_data, new_model
+    from flowerbed.sims.task import client_data, new_model
     from flowerbed.server.grid import RosterGrid
     from flowerbed.server.simulate import simulate
 
@@ -264,7 +274,9 @@ def test_messages_carry_statistics_only_and_runs_repeat(tmp_path, monkeypatch):
         assert arrays["prototypes"].numpy().shape == (others, 800)
     model_keys = set(new_model(scenario).state_dict())
     for messages, replies, _ in by_type["train"]:
-        assert all(m.content["config"]["ggeur-data"] for m in messages)
+        # GGEUR's parameters travel as its one model, under its one key, and nothing else of it.
+        assert all(GGEURParams.from_config(m.content["config"], "ggeur") == GGEURParams() for m in messages)
+        assert all(set(m.content["config"]) == {"server-round", "flowerbed.ggeur"} for m in messages)
         for reply in replies:
             assert set(reply.content.keys()) == {"arrays", "metrics"}
             assert set(reply.content["arrays"].keys()) == model_keys

@@ -55,6 +55,7 @@ name = "masked_gcn"
 hidden = 16
 [strategy]
 name = "fedpub"
+[strategy.fedpub]
 tau = 5.0
 [client]
 local_epochs = 1
@@ -81,6 +82,7 @@ name = "mlp2"
 hidden = 16
 [strategy]
 name = "fedloge"
+[strategy.fedloge]
 etf_steps = 200
 [client]
 local_epochs = 1
@@ -102,8 +104,7 @@ alpha = 0.5
 [model]
 name = "logreg"
 [strategy]
-name = "fedprox"
-ggeur = true
+name = "fedprox+ggeur"
 [client]
 local_epochs = 1
 batch_size = 16
@@ -190,7 +191,7 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
         return assert_mlflow_run(tracking_uri, name, num_clients=NUM_NODES, rounds=ROUNDS)
 
     run = run_scenario("fedpub", FEDPUB_SCENARIO, 2)
-    assert run.data.tags["strategy"] == "fedpub"
+    assert run.data.tags["strategy"] == "fedpub" and run.data.tags["method"] == "fedpub(tau=5.0)"
     assert "fedpub_alpha_self" in run.data.metrics and "personalized_accuracy_trained" in run.data.metrics
 
     run = run_scenario("fedloge", FEDLOGE_SCENARIO, 3)
@@ -200,7 +201,7 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     # GGEUR's setup phase (statistics up, geometry and prototypes down, augmentation
     # kept in each SuperNode's Context.state) before FedProx's rounds.
     run = run_scenario("ggeur", GGEUR_SCENARIO, 4)
-    assert run.data.params["strategy.ggeur.augment"] == "geometry"
+    assert run.data.params["strategy.ggeur.augment"] == "geometry" and run.data.tags["method"] == "fedprox+ggeur"
     assert run.data.metrics["ggeur_multi_domain"] == 1.0 and run.data.metrics["ggeur_bytes_up"] > 0
     assert run.data.metrics["ggeur_augmented_examples"] >= NUM_NODES * 10 * 50
     assert "global_accuracy_domain_mean" in run.data.metrics

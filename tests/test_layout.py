@@ -29,8 +29,11 @@ def test_wheel_installs_only_the_flowerbed_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names}
     assert tops == {"flowerbed", next(t for t in tops if t.endswith(".dist-info"))}
-    for package in ("server", "client", "strategies", "sims"):
-        assert f"flowerbed/{package}/__init__.py" in names
+    packages = {p.parent.relative_to(REPO).as_posix() for p in REPO.glob("*/**/__init__.py")
+                if p.parts[len(REPO.parts)] in ("server", "client", "strategies", "sims")}
+    assert {"server", "client", "strategies", "sims", "strategies/fedpub"} <= packages
+    for package in packages:  # every sub-package, each strategy's folder too
+        assert f"flowerbed/{package}/__init__.py" in names, package
     assert "flowerbed/sims/quickstart.toml" in names
     assert not any(name.startswith("flowerbed/tests/") or "/.venv/" in name for name in names)
 

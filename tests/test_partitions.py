@@ -210,7 +210,7 @@ def test_few_labels_keep_the_asked_fraction(fraction):
 def test_hidden_labels_never_reach_the_trainer(monkeypatch):
     """Poison the hidden labels: a trainer that read one would see an impossible class
     (and cross-entropy would fail); the client's data holds none of them."""
-    from flowerbed.client import task
+    from flowerbed.sims import task
     from flowerbed.client.trainer import TrainSettings, fit
     from flowerbed.sims import partitions
 
@@ -255,7 +255,7 @@ def _edge_set(edge_index: torch.Tensor) -> set[tuple[int, int]]:
 
 @pytest.mark.parametrize("clients", [5, 10])
 def test_metis_disjoint_clients_partition_the_graph_with_intra_part_edges_only(cora, clients):
-    from flowerbed.client.task import client_data
+    from flowerbed.sims.task import client_data
 
     s = scenario("cora", kind="subgraph_disjoint", num_clients=clients)
     p = scenario_partition(s)

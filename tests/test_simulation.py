@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from flowerbed.server import app as server_app
 from flowerbed.server.compare import compare
 from flowerbed.server.simulate import simulate
+from flowerbed.server.tracking import config_hash
 from flowerbed.sims.config import parse_scenario
 
 ROUND_METRICS = {
@@ -86,7 +87,7 @@ def test_client_state_persists_across_rounds(two_runs):
     assert any(len(rounds) > 1 for rounds in seen.values()), "no client trained twice"
 
 
-def test_mlflow_run_holds_config_metrics_tags_and_model(two_runs, tracking_uri):
+def test_mlflow_run_holds_config_metrics_tags_and_model(two_runs, tracking_uri, tmp_path):
     s, first, _ = two_runs
     client = MlflowClient(tracking_uri)
     run = client.get_run(first.run_id)
@@ -94,14 +95,23 @@ def test_mlflow_run_holds_config_metrics_tags_and_model(two_runs, tracking_uri):
     assert run.data.params["partition.alpha"] == "0.5"
     assert run.data.params["strategy.name"] == "fedavg"
     assert run.data.params["client.num_cpus"] == "1.0"
-    for tag, value in {"strategy": "fedavg", "dataset": "digits", "partition": "dirichlet", "seed": "3"}.items():
+    for tag, value in {"strategy": "fedavg", "method": "fedavg", "scenario": "custom", "dataset": "digits",
+                       "partition": "dirichlet", "seed": "3", "rounds": "3"}.items():
         assert run.data.tags[tag] == value
+    assert run.data.tags["config_hash"] == config_hash(s) and run.info.run_name == "fedavg-digits-seed3"
     assert run.data.tags["git_commit"]
     assert ROUND_METRICS <= set(run.data.metrics)
     steps = [m.step for m in client.get_metric_history(first.run_id, "global_accuracy")]
     assert sorted(steps) == [0, 1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
-    assert {"config.toml", "global_model.pt", "partition"} <= artifacts
+    assert {"config.toml", "global_model.pt", "global_model", "partition"} <= artifacts
+    # MLflow's model tooling loads the global model, and it holds the aggregated weights.
+    import mlflow.pytorch
+    import torch
+
+    loaded = mlflow.pytorch.load_model(client.download_artifacts(first.run_id, "global_model", str(tmp_path)))
+    aggregated = torch.load(client.download_artifacts(first.run_id, "global_model.pt", str(tmp_path)))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in aggregated.items())
     assert {a.path for a in client.list_artifacts(first.run_id, "partition")} == {
         "partition/clients.json", "partition/partition.png"}
     # Every client reply and every broadcast is counted.
@@ -146,17 +156,22 @@ def test_failed_run_is_marked_failed_and_keeps_its_metrics(tracking_uri, monkeyp
     assert client.get_metric_history(run.info.run_id, "train_loss")[0].step == 1
 
 
-def test_compare_groups_runs_by_strategy(two_runs, tracking_uri, tmp_path, capsys):
-    out = tmp_path / "cmp.png"
-    assert compare("sim-tests", tracking_uri, out) == 0
-    printed = capsys.readouterr().out
-    row = next(line for line in printed.splitlines() if line.startswith("| fedavg"))
-    assert "| 2 | 3 |" in row  # two runs of three rounds
-    assert "± 0.0000" in row  # identical seeds: zero spread
-    assert out.stat().st_size > 1000
+def test_compare_groups_by_method_and_never_averages_different_round_counts(two_runs, tracking_uri, tmp_path,
+                                                                             capsys):
+    """Two 3-round runs and one 2-round run of the same method: two rows, a note that
+    says why, the table beside the PNG, and no run added to the store."""
+    from inprocess import run_in_process
+
+    run_in_process(scenario(tracking_uri, rounds=2))
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("sim-tests")
-    summaries = client.search_runs([experiment.experiment_id],
-                                   filter_string="tags.`flowerbed.kind` = 'summary'")
-    assert len(summaries) == 1
-    assert {a.path for a in client.list_artifacts(summaries[0].info.run_id)} >= {"compare.md", "cmp.png"}
+    before = len(client.search_runs([experiment.experiment_id]))
+    out = tmp_path / "cmp.png"
+    assert compare("sim-tests", tracking_uri, out, table_output=tmp_path / "cmp.md") == 0
+    printed = capsys.readouterr().out
+    rows = {line.split(" | ")[0]: line for line in printed.splitlines() if line.startswith("| custom / fedavg")}
+    assert set(rows) == {"| custom / fedavg [2 rounds]", "| custom / fedavg [3 rounds]"}
+    assert "| 2 | 3 |" in rows["| custom / fedavg [3 rounds]"] and "± 0.0000" in rows["| custom / fedavg [3 rounds]"]
+    assert "note: custom / fedavg has runs of 2, 3 rounds" in printed
+    assert out.stat().st_size > 1000 and "custom / fedavg [2 rounds]" in out.with_suffix(".md").read_text()
+    assert len(client.search_runs([experiment.experiment_id])) == before

@@ -1,4 +1,4 @@
-"""FedLoGe's client side and its head algebra (Xiao et al., ICLR 2024,
+"""FedLoGe's head algebra, shared by both halves (Xiao et al., ICLR 2024,
 https://arxiv.org/abs/2401.08977; official code ZackZikaiXiao/FedLoGe).
 
 * SSE-C: a sparse simplex ETF, built from a seed identically on the server and on
@@ -121,56 +121,8 @@ def personalized_logits(z: torch.Tensor, psi: nn.Linear, phi: nn.Linear, norm_tr
     return logits
 
 
-# --- the client's round --------------------------------------------------------------
-
-PHI = "fedloge-phi"
-
-
-def sse_c_for(config, dim: int, num_classes: int) -> nn.Linear:
-    """The run's SSE-C, rebuilt from the config's seed and parameters (cached)."""
-    weight = sparse_etf(dim, num_classes, float(config["etf-beta"]), float(config["etf-norm"]),
-                        int(config["etf-steps"]), int(config["etf-seed"]))
-    return sse_c_head(weight, str(config["etf-bias"]), int(config["etf-seed"]))
-
-
-def local_head(context, dim: int, num_classes: int, seed: int) -> nn.Linear:
-    """phi_k from the client's state, or a fresh default-initialised one (seeded)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        phi = nn.Linear(dim, num_classes)
-    if PHI in context.state.array_records:
-        phi.load_state_dict(context.state.array_records[PHI].to_torch_state_dict())
-    return phi
-
-
-def store_local_head(context, phi: nn.Linear) -> None:
-    from flwr.app import ArrayRecord
-
-    context.state[PHI] = ArrayRecord({k: v.detach().cpu().clone() for k, v in phi.state_dict().items()})
-
-
-def local_update(model, data, settings, config, context, generator: torch.Generator, phi_seed: int) -> float:
-    """One FedLoGe round on a client: model.body is f_theta, model.head is psi."""
-    psi: nn.Linear = model.head
-    device = psi.weight.device
-    phi = local_head(context, psi.in_features, psi.out_features, phi_seed).to(device)
-    sse_c = sse_c_for(config, psi.in_features, psi.out_features).to(device)
-    loss = train_three_heads(model.body, psi, phi, sse_c, data.x_train, data.y_train, settings.local_epochs,
-                             settings.batch_size, settings.lr, settings.momentum, generator)
-    store_local_head(context, phi)
-    return loss
-
-
-@torch.no_grad()
-def personal_logits(model, data, config, context, phi_seed: int, realigned: bool) -> torch.Tensor:
-    """Logits (n_test, C) on the client's test split from psi + phi_k (plain) or from
-    GLA-FR's realigned psi^ + phi_k; absent classes masked if the config says so."""
-    psi: nn.Linear = model.head
-    phi = local_head(context, psi.in_features, psi.out_features, phi_seed).to(psi.weight.device)
-    model.eval()
-    z = model.body(data.x_test)
-    absent = None
-    if str(config.get("pm-mask", "none")) == "train_count_rule":
-        absent = torch.bincount(data.y_train, minlength=psi.out_features) == 0
-    transfer = str(config.get("norm-transfer", "unit")) if realigned else None
-    return personalized_logits(z, psi, phi, transfer, absent)
+def sse_c_of(params, dim: int, num_classes: int) -> nn.Linear:
+    """The run's SSE-C from FedLoGe's parameters (``params.etf_seed`` resolved), the
+    same on the server and on every client (cached)."""
+    weight = sparse_etf(dim, num_classes, params.beta, params.etf_norm, params.etf_steps, params.etf_seed)
+    return sse_c_head(weight, params.sse_c_bias, params.etf_seed)

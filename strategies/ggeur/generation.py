@@ -1,12 +1,7 @@
-"""GGEUR, client side: the class statistics a client uploads and the augmentation it
-runs once with the geometry it gets back (spec ``ggeur.md`` §2.2, §2.5).
+"""GGEUR's generation, run once on each client with the geometry the server sends
+back (spec ``ggeur.md`` §2.5).
 
-Shapes: embeddings ``x`` (n, d) float, labels ``y`` (n,) int64; a client with k
-classes uploads ``counts`` (k,), ``means`` (k, d) and its covariances as ``covs``
-(k, d, d), ``packed`` (k, d(d+1)/2, the upper triangle) or ``eig-values`` (k, p) +
-``eig-vectors`` (k, d, p) (its top-p eigenpairs, an approximation).
-
-Generation, for class c with global eigenpairs (lambda_m, xi_m) and an anchor x::
+For class c with global eigenpairs (lambda_m, xi_m) and an anchor x::
 
     geometry:   x_new = x + sum_m eps_m * s(lambda_m) * xi_m,   eps ~ N(0, I)
                 s = sqrt  (noise_scale="sqrt_eigenvalue": x_new ~ N(x, Sigma_c), the code)
@@ -21,105 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
 
-STATS_KEY = "ggeur-stats"
-GEOMETRY_KEY = "ggeur-geometry"
-#: Where a client keeps its augmented training set in ``Context.state``.
-DATA_KEY = "ggeur-data"
-
-
-def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    """The arrays of a GGEUR message (statistics up, geometry down) as an ArrayRecord."""
-    record = ArrayRecord()
-    for key, value in arrays.items():
-        record[key] = Array(np.ascontiguousarray(value))
-    return record
-
-
-# --- statistics (phase 1, client -> server) -------------------------------------------
-
-
-def class_statistics(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Per present class: ``classes`` (k,), ``counts`` (k,), ``means`` (k, d) and the
-    biased (1/n) covariances ``covs`` (k, d, d), in float64."""
-    x = np.asarray(x, dtype=np.float64)
-    classes = np.unique(y)
-    counts, means, covs = [], [], []
-    for c in classes:
-        rows = x[y == c]
-        mean = rows.mean(axis=0)
-        centred = rows - mean
-        counts.append(len(rows))
-        means.append(mean)
-        covs.append(centred.T @ centred / len(rows))
-    d = x.shape[1]
-    return {"classes": classes.astype(np.int64), "counts": np.asarray(counts, dtype=np.int64),
-            "means": np.asarray(means).reshape(-1, d), "covs": np.asarray(covs).reshape(-1, d, d)}
-
-
-def pack_symmetric(covs: np.ndarray) -> np.ndarray:
-    """(k, d, d) symmetric -> (k, d(d+1)/2): the upper triangle, row by row."""
-    rows, cols = np.triu_indices(covs.shape[-1])
-    return covs[:, rows, cols]
-
-
-def unpack_symmetric(packed: np.ndarray, d: int) -> np.ndarray:
-    """(k, d(d+1)/2) -> (k, d, d), the inverse of :func:`pack_symmetric`."""
-    rows, cols = np.triu_indices(d)
-    out = np.zeros((packed.shape[0], d, d), dtype=packed.dtype)
-    out[:, rows, cols] = packed
-    out[:, cols, rows] = packed
-    return out
-
-
-def top_eigenpairs(covs: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """The p largest eigenpairs of each (d, d) matrix: values (k, p), vectors (k, d, p)."""
-    values, vectors = np.linalg.eigh(covs)  # ascending
-    return values[:, ::-1][:, :p].copy(), vectors[:, :, ::-1][:, :, :p].copy()
-
-
-def upload_arrays(stats: dict[str, np.ndarray], upload: str, eigenpairs: int) -> dict[str, np.ndarray]:
-    """The arrays a client sends (float32): counts, means, and its covariances in the
-    ``upload`` format (``full``, ``packed`` or ``eigen``, the top ``eigenpairs``)."""
-    out = {"classes": stats["classes"], "counts": stats["counts"], "means": stats["means"].astype(np.float32)}
-    if upload == "full":
-        out["covs"] = stats["covs"].astype(np.float32)
-    elif upload == "packed":
-        out["packed"] = pack_symmetric(stats["covs"]).astype(np.float32)
-    else:
-        values, vectors = top_eigenpairs(stats["covs"], min(eigenpairs, stats["covs"].shape[-1]))
-        out["eig-values"], out["eig-vectors"] = values.astype(np.float32), vectors.astype(np.float32)
-    return out
-
-
-def covariances_of(arrays: dict[str, np.ndarray], d: int) -> np.ndarray:
-    """The (k, d, d) covariances from an upload in any of its formats (float64)."""
-    if "covs" in arrays:
-        return arrays["covs"].astype(np.float64)
-    if "packed" in arrays:
-        return unpack_symmetric(arrays["packed"].astype(np.float64), d)
-    values, vectors = arrays["eig-values"].astype(np.float64), arrays["eig-vectors"].astype(np.float64)
-    return np.einsum("kdp,kp,kep->kde", vectors, values, vectors)
-
-
-# --- generation (phase 1, on the client, once) ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the server's geometry message tells the client to do (see the strategy)."""
-
-    augment: str = "geometry"  # geometry | isotropic | resample
-    rule: str = "single_domain"  # single_domain | multi_domain
-    noise_scale: str = "sqrt_eigenvalue"  # sqrt_eigenvalue | eigenvalue
-    target_per_class: int = 0  # single-domain: 0 = the class's global count
-    # multi-domain (spec §2.5, Office-Home-LDS constants)
-    samples_per_anchor: int = 50
-    local_keep: int = 50
-    per_prototype: int = 50
-    target: int = 50
-    cap_originals: bool = False
+from flowerbed.strategies.ggeur.params import GGEURParams
 
 
 @dataclass
@@ -134,7 +32,7 @@ class ClassGeometry:
     prototypes: torch.Tensor = field(default_factory=lambda: torch.empty(0, 0))
 
 
-def noise(geometry: ClassGeometry, num: int, settings: Settings, generator: torch.Generator) -> torch.Tensor:
+def noise(geometry: ClassGeometry, num: int, settings: GGEURParams, generator: torch.Generator) -> torch.Tensor:
     """``num`` noise vectors (num, d) of the chosen augmentation for one class."""
     d = geometry.vectors.shape[0]
     if settings.augment == "resample":
@@ -162,7 +60,7 @@ def _anchor_multiplicity(num_classes: int, n_cur: int) -> int:
     return 500 if few else 50
 
 
-def single_domain(x: torch.Tensor, geometry: ClassGeometry, num_classes: int, settings: Settings,
+def single_domain(x: torch.Tensor, geometry: ClassGeometry, num_classes: int, settings: GGEURParams,
                   generator: torch.Generator) -> torch.Tensor:
     """New samples (num_needed, d) that fill a class with local anchors ``x`` (n, d) up to
     the target: distinct anchors if there are enough, else anchors drawn without
@@ -182,7 +80,7 @@ def single_domain(x: torch.Tensor, geometry: ClassGeometry, num_classes: int, se
     return x[anchors] + noise(geometry, needed, settings, generator)
 
 
-def multi_domain(x: torch.Tensor, geometry: ClassGeometry, settings: Settings,
+def multi_domain(x: torch.Tensor, geometry: ClassGeometry, settings: GGEURParams,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept originals, new samples) for one class, spec §2.5 multi-domain:
     step 1 around the local samples, step 2 around the other domains' prototypes,
@@ -206,7 +104,7 @@ def multi_domain(x: torch.Tensor, geometry: ClassGeometry, settings: Settings,
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, geometries: dict[int, ClassGeometry], num_classes: int,
-            settings: Settings, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            settings: GGEURParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The augmented training set D~_k = kept originals + generated samples.
 
     Single-domain: classes absent on the client are skipped (no anchor); multi-domain:
@@ -227,9 +125,6 @@ def augment(x: torch.Tensor, y: torch.Tensor, geometries: dict[int, ClassGeometr
     return torch.cat(xs), torch.cat(ys)
 
 
-# --- the ClientApp's side of the messages ---------------------------------------------
-
-
 def geometries_from(arrays: dict[str, np.ndarray]) -> dict[int, ClassGeometry]:
     """Per class: the geometry message's arrays as :class:`ClassGeometry`, with the
     foreign prototypes (``proto-classes`` (m,), ``prototypes`` (m, d)) of that class."""
@@ -243,17 +138,12 @@ def geometries_from(arrays: dict[str, np.ndarray]) -> dict[int, ClassGeometry]:
     return out
 
 
-def settings_from(config) -> Settings:  # config: the geometry message's ConfigRecord
-    return Settings(str(config["augment"]), str(config["rule"]), str(config["noise-scale"]),
-                    int(config["target-per-class"]), int(config["samples-per-anchor"]), int(config["local-keep"]),
-                    int(config["per-prototype"]), int(config["target"]), bool(config["cap-originals"]))
-
-
-def augmented_set(x: torch.Tensor, y: torch.Tensor, arrays: dict[str, np.ndarray], config,
-                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def augmented_set(x: torch.Tensor, y: torch.Tensor, arrays: dict[str, np.ndarray], params: GGEURParams,
+                  num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The client's D~_k from its labelled rows (n, *input_shape) and the geometry
-    message; inputs are flattened to vectors and the result given their shape again."""
+    message (``params.rule`` resolved by the server); inputs are flattened to vectors
+    and the result given their shape again."""
     flat = x.detach().cpu().reshape(len(x), -1).float()
-    x_aug, y_aug = augment(flat, y.cpu(), geometries_from(arrays), int(config["num-classes"]),
-                           settings_from(config), torch.Generator().manual_seed(seed))
+    x_aug, y_aug = augment(flat, y.cpu(), geometries_from(arrays), num_classes, params,
+                           torch.Generator().manual_seed(seed))
     return x_aug.reshape(-1, *x.shape[1:]), y_aug

@@ -24,121 +24,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from torch import nn
 
-from flowerbed.client.ggeur import GEOMETRY_KEY, STATS_KEY, array_record, covariances_of
+from flowerbed.strategies.contract import hooks_of
+from flowerbed.strategies.ggeur.params import GGEURParams
+from flowerbed.strategies.ggeur.stats import (GEOMETRY_KEY, STATS_KEY, PooledMoments, array_record, covariances_of,
+                                              eigen_geometry, guide_set)
 
+NAME = "ggeur"
 STATS_TYPE = "query.ggeur_stats"
 GEOMETRY_TYPE = "query.ggeur_geometry"
-
-
-class GGEURParams(BaseModel):
-    """``[strategy.ggeur]`` (or ``ggeur = true`` for these defaults)."""
-
-    model_config = ConfigDict(extra="forbid")
-    # The augmentation, or an ablation with the same per-class targets.
-    augment: Literal["geometry", "isotropic", "resample"] = "geometry"
-    # "auto": multi-domain when every client reports a domain.
-    rule: Literal["auto", "single_domain", "multi_domain"] = "auto"
-    noise_scale: Literal["sqrt_eigenvalue", "eigenvalue"] = "sqrt_eigenvalue"  # code / paper
-    pool_clients: Literal["all", "guide_set"] = "all"  # paper / code (single-domain)
-    guide_threshold: float = Field(default=0.8, gt=0, le=1)
-    num_eigenpairs: int | None = Field(default=None, ge=1)  # p sent back (None: all d)
-    # Client upload of each covariance: full d x d, its upper triangle (exact, half the
-    # bytes), or its top upload_eigenpairs eigenpairs (approximate).
-    upload: Literal["full", "packed", "eigen"] = "packed"
-    upload_eigenpairs: int = Field(default=64, ge=1)
-    # Multi-domain code's linspace(5, 1, 10) eigenvalue factors: "none"; "code" (on the 10
-    # smallest, as its ascending eigh does: about a no-op); "top10" (the apparent intent).
-    eigen_scale: Literal["none", "code", "top10"] = "none"
-    target_per_class: int = Field(default=0, ge=0)  # single-domain; 0: the class's global count
-    samples_per_anchor: int = Field(default=50, ge=1)  # multi-domain constants (spec §2.5)
-    local_keep: int = Field(default=50, ge=0)
-    per_prototype: int = Field(default=50, ge=0)
-    target: int = Field(default=50, ge=1)
-    cap_originals: bool = False
-    # "fedavg": re-sync, sample-weighted, CE on logits; "code": the official loop (no
-    # re-sync, unweighted mean, CE on softmax outputs).
-    loop: Literal["fedavg", "code"] = "fedavg"
-
-
-def _switch(value: Any) -> Any:
-    return {} if value is True else None if value is False else value
-
-
-#: A strategy's ``ggeur`` key: ``true`` (defaults), ``false``, or a table of GGEURParams.
-GGEURSetting = Annotated[GGEURParams | None, BeforeValidator(_switch)]
-
-
-class PooledMoments:
-    """Running (N, mu, N * Sigma) of a union, merged client by client (Chan et al.'s
-    pairwise update: exact, and no (K, d, d) stack in memory)."""
-
-    def __init__(self, d: int) -> None:
-        self.count = 0
-        self.mean = np.zeros(d)
-        self.scatter = np.zeros((d, d))
-
-    def add(self, count: int, mean: np.ndarray, cov: np.ndarray) -> None:
-        if count <= 0:
-            return
-        total = self.count + count
-        delta = mean - self.mean
-        self.scatter += count * cov + np.outer(delta, delta) * (self.count * count / total)
-        self.mean = self.mean + delta * (count / total)
-        self.count = total
-
-    @property
-    def covariance(self) -> np.ndarray:
-        """The biased (1/N) covariance of the union, (d, d)."""
-        return self.scatter / max(self.count, 1)
-
-
-def guide_set(counts: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices of the clients with the most samples of a class, taken in descending
-    order until they hold at least ``threshold`` of its total (the code's guide set)."""
-    order = np.argsort(-counts, kind="stable")
-    cumulative = np.cumsum(counts[order])
-    return order[: int(np.searchsorted(cumulative, threshold * counts.sum() - 1e-9)) + 1]
-
-
-def eigen_geometry(cov: np.ndarray, num_eigenpairs: int | None, eigen_scale: str) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (p,) descending, clipped at 0 (the PSD repair), and eigenvectors (d, p)."""
-    values, vectors = np.linalg.eigh(cov)  # ascending
-    factors = np.linspace(5, 1, 10)
-    if eigen_scale == "code":  # the code's factors land on the smallest eigenvalues
-        values[:10] *= factors[: len(values)]
-    values, vectors = values[::-1].copy(), vectors[:, ::-1]
-    if eigen_scale == "top10":
-        values[:10] *= factors[: len(values)]
-    p = num_eigenpairs or len(values)
-    return np.clip(values[:p], 0, None), np.ascontiguousarray(vectors[:, :p])
+#: The reply metric the code loop weights by (1 per client: an unweighted mean).
+UNIT_WEIGHT = "unit-weight"
 
 
 class GGEUR(Strategy):
-    """Runs GGEUR's geometry exchange, then ``inner``'s rounds on augmented data."""
+    """Runs GGEUR's geometry exchange, then ``inner``'s rounds on augmented data (a
+    wrapper, like Flower's DP strategies); clients are told so by GGEUR's parameters
+    in every train and evaluate config."""
 
     def __init__(self, inner: Strategy, params: GGEURParams, seed: int = 0) -> None:
         self.inner, self.params, self.seed = inner, params, seed
         self._setup_metrics: dict[str, float] = {}
-        self.train_extra: dict[str, Any] = {"ggeur-data": True}
-        self.evaluate_extra: dict[str, Any] = {}
-        if params.loop == "code":  # private models, unweighted mean, softmax fed to CE
-            code = {"local-keys": "*", "share-local": True, "unit-weight": True}
-            self.train_extra.update({**code, "double-softmax": True})
-            self.evaluate_extra.update(code)
-            inner.weighted_by_key = "unit-weight"  # type: ignore[attr-defined]
-
-    def __getattr__(self, name: str) -> Any:  # the inner strategy's extras (round_report, ...)
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+        if params.loop == "code":  # the code's unweighted mean of private models
+            inner.weighted_by_key = UNIT_WEIGHT  # type: ignore[attr-defined]
 
     # --- the setup phase ----------------------------------------------------------
 
@@ -155,22 +70,16 @@ class GGEUR(Strategy):
         p = self.params
         started = time.perf_counter()
         nodes = list(grid.get_node_ids())
-        ask = ConfigRecord({"upload": p.upload, "upload-eigenpairs": p.upload_eigenpairs})
-        replies = self._ask(grid, [Message(RecordDict({"config": ask}), dst_node_id=n, message_type=STATS_TYPE)
-                                   for n in nodes], timeout)
+        replies = self._ask(grid, [Message(RecordDict({"config": p.to_config(NAME)}), dst_node_id=n,
+                                           message_type=STATS_TYPE) for n in nodes], timeout)
         stats = {r.metadata.src_node_id: {k: v.numpy() for k, v in r.content[STATS_KEY].items()} for r in replies}
         info = {r.metadata.src_node_id: r.content["info"] for r in replies}
         d = int(next(iter(stats.values()))["means"].shape[1])
         num_classes = max(int(i["num-classes"]) for i in info.values())
         multi = p.rule == "multi_domain" or (p.rule == "auto" and all(i.get("domain") for i in info.values()))
         geometry = self.pool(stats, d, num_classes)
-        settings = ConfigRecord({
-            "augment": p.augment, "rule": "multi_domain" if multi else "single_domain",
-            "noise-scale": p.noise_scale, "target-per-class": p.target_per_class,
-            "samples-per-anchor": p.samples_per_anchor, "local-keep": p.local_keep,
-            "per-prototype": p.per_prototype, "target": p.target, "cap-originals": p.cap_originals,
-            "num-classes": num_classes, "seed": self.seed,
-        })
+        # The clients get the rule resolved.
+        settings = p.model_copy(update={"rule": "multi_domain" if multi else "single_domain"}).to_config(NAME)
         messages = []
         for node in nodes:
             arrays = dict(geometry)
@@ -235,29 +144,36 @@ class GGEUR(Strategy):
                                f"failed {messages[0].metadata.message_type}: {reason}")
         return replies
 
+    # --- ServerHooks: GGEUR's setup report; the wrapped strategy's other hooks ---------
+
     def setup_report(self) -> dict[str, float]:
         """The setup phase's sizes and counts (logged at round 0)."""
         return dict(self._setup_metrics)
 
+    def evaluation_variants(self, model: nn.Module) -> dict[str, nn.Module]:
+        return hooks_of(self.inner).evaluation_variants(model)
+
+    def round_report(self) -> tuple[dict[str, float], dict[str, Any]]:
+        return hooks_of(self.inner).round_report()
+
     # --- rounds: the wrapped strategy, clients told to train on their augmented set -----
 
-    @staticmethod
-    def _tag(messages: Iterable[Message], extra: dict[str, Any]) -> list[Message]:
+    def _tag(self, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
         for message in messages:
-            message.content["config"].update(extra)
+            message.content["config"].update(self.params.to_config(NAME))
         return messages
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        return self._tag(self.inner.configure_train(server_round, arrays, config, grid), self.train_extra)
+        return self._tag(self.inner.configure_train(server_round, arrays, config, grid))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         return self.inner.aggregate_train(server_round, replies)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        return self._tag(self.inner.configure_evaluate(server_round, arrays, config, grid), self.evaluate_extra)
+        return self._tag(self.inner.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         return self.inner.aggregate_evaluate(server_round, replies)

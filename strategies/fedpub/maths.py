@@ -1,5 +1,6 @@
-"""FED-PUB's client side (Baek et al., ICML 2023, https://arxiv.org/abs/2206.10206):
-the shared random proxy graph, the functional embedding, and the regularisers.
+"""FED-PUB's maths: the similarity weights the server computes from the clients'
+functional embeddings, and what each client computes them from (the shared random
+proxy graph, the embedding) and its regularisers.
 
 Objective of client i (paper, eq. in §2.2 of the spec)::
 
@@ -19,6 +20,23 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+
+def similarity(embeddings: np.ndarray) -> np.ndarray:
+    """Cosine similarity S (K, K) of the rows of ``embeddings`` (K, D)."""
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    unit = embeddings / np.maximum(norms, 1e-12)
+    return unit @ unit.T
+
+
+def aggregation_weights(embeddings: np.ndarray, tau: float, agg_norm: str = "exp") -> np.ndarray:
+    """alpha (K, K), row-stochastic: exp(tau * S_ij) / sum_k exp(tau * S_ik), or S normalised."""
+    s = similarity(embeddings)
+    if agg_norm == "cosine":
+        return s / s.sum(axis=1, keepdims=True)
+    logits = tau * s
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))  # the same ratios, no overflow
+    return w / w.sum(axis=1, keepdims=True)
+
 
 PROXY_BLOCKS, PROXY_BLOCK_SIZE, PROXY_P_IN = 5, 100, 0.1
 

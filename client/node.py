@@ -1,0 +1,63 @@
+"""What a node knows of its work: the scenario (the simulator's, or the run config's),
+its partition (from the node config) and that partition's data, as a :class:`Job`."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from flwr.app import ConfigRecord, Context, Message
+
+from flowerbed.client.mods import Job
+from flowerbed.sims.config import ConfigError, Scenario
+from flowerbed.sims.task import client_data, initial_state, reusable_model
+
+
+@functools.lru_cache(maxsize=8)
+def _scenario_from(items: frozenset) -> Scenario:
+    return Scenario.from_run_config(dict(items))
+
+
+def resolve_scenario(context: Context, given: Scenario | None) -> Scenario:
+    """The simulator's scenario, else the run config's; a node's ``data-root`` wins."""
+    if given is None:
+        given = _scenario_from(frozenset(context.run_config.items()))
+    root = context.node_config.get("data-root")
+    if root:
+        given = given.model_copy(update={"dataset": given.dataset.model_copy(update={"root": str(root)})})
+    return given
+
+
+def partition_of(context: Context, scenario: Scenario) -> int:
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config.get("num-partitions", scenario.partition.num_clients))
+    if num_partitions != scenario.partition.num_clients:
+        raise ConfigError(f"node config num-partitions={num_partitions} differs from "
+                          f"partition.num_clients={scenario.partition.num_clients}")
+    if not 0 <= partition_id < num_partitions:
+        raise ConfigError(f"node config partition-id={partition_id} is outside 0..{num_partitions - 1}")
+    return partition_id
+
+
+@functools.cache
+def _limit_threads(num_cpus: float) -> None:
+    # One process per client slot: intra-op threads beyond its CPU share only contend.
+    torch.set_num_threads(max(1, int(num_cpus)))
+
+
+def job_of(message: Message, context: Context, given: Scenario | None) -> Job:
+    """The job of a message: the scenario, the partition and its data, the config."""
+    scenario = resolve_scenario(context, given)
+    _limit_threads(scenario.client.num_cpus)
+    partition_id = partition_of(context, scenario)
+    config = message.content.config_records.get("config", ConfigRecord())
+    return Job(scenario, partition_id, context, config, client_data(scenario, partition_id),
+               server_round=int(config.get("server-round", 0)))
+
+
+def load_received(job: Job, message: Message) -> None:
+    """The per-process model, holding the scenario's initial weights overwritten by the
+    server's (parameters the server does not send start from the initial weights)."""
+    job.received = message.content["arrays"].to_torch_state_dict()
+    job.model = reusable_model(job.scenario)
+    job.model.load_state_dict({**initial_state(job.scenario), **job.received})

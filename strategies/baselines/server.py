@@ -1,0 +1,57 @@
+"""Server halves of the baselines: Flower's own FedAvg and FedProx, and FedAvg variants
+that differ only in what the client keeps, freezes or fine-tunes.
+
+FedPer (Arivazhagan et al., 2019, https://arxiv.org/abs/1912.00818): the body is
+averaged as in FedAvg, each client keeps its own classifier head::
+
+    theta_body <- sum_k n_k / n * theta_body_k ;  theta_head_k stays on client k
+
+Local-only: every client keeps its whole model; the server's average is never used
+by a client, so the reported personalized accuracy is that of isolated training.
+
+FedBABU (Oh, Kim, Yun, ICLR 2022, https://arxiv.org/abs/2106.06042): the head stays at
+its (shared, random) initialisation during federated training and only the body is
+learned and averaged; for personalization each client fine-tunes the head on its own
+data before it is scored.
+
+The server side of all three is FedAvg; :mod:`.client` holds what differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from flowerbed.strategies.baselines.params import FedProxParams
+from flowerbed.strategies.common import ParamsFedAvg
+from flowerbed.strategies.contract import NoParams
+
+
+def fedavg(params: NoParams, *, seed: int = 0, **sampling: Any) -> FedAvg:
+    """Flower's FedAvg as it is: a client of Flower's examples joins these runs."""
+    return FedAvg(**sampling)
+
+
+def fedprox(params: FedProxParams, *, seed: int = 0, **sampling: Any) -> FedProx:
+    """Flower's FedProx: mu travels in Flower's own ``proximal-mu`` config key."""
+    return FedProx(proximal_mu=params.proximal_mu, **sampling)
+
+
+class FedPer(ParamsFedAvg):
+    """Shared body, local head (every model of flowerbed names its classifier ``head``)."""
+
+    name = "fedper"
+
+
+class LocalOnly(ParamsFedAvg):
+    """No collaboration: each client trains and is scored on its own model alone."""
+
+    name = "local"
+
+
+class FedBABU(ParamsFedAvg):
+    """Body only during training (head frozen at its initialisation); the head is
+    fine-tuned locally before personalized evaluation."""
+
+    name = "fedbabu"
