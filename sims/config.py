@@ -250,7 +250,7 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``KEY=VALUE`` overrides with dotted keys (``strategy.proximal_mu=0.01``)."""
+    """Apply ``KEY=VALUE`` overrides with dotted keys (``strategy.fedprox.proximal_mu=0.01``)."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
+from inprocess import run_in_process
 from mlflow.tracking import MlflowClient
 
-from flowerbed.sims.task import client_data, new_model
 from flowerbed.client.trainer import TrainSettings, finetune
-from flowerbed.server.simulate import simulate
 from flowerbed.sims.config import parse_scenario
+from flowerbed.sims.task import client_data, new_model
 
 
 def scenario(tmp_path, strategy: dict, rounds: int = 2, **params):
@@ -30,7 +30,7 @@ def _global_model(tmp_path, s, run_id):
 
 def test_fedbabu_trains_the_body_only_and_finetunes_the_head_for_evaluation(tmp_path):
     s = scenario(tmp_path, {"name": "fedbabu"}, fedbabu={"finetune_epochs": 2})
-    summary = simulate(s, progress=None)
+    summary = run_in_process(s)[0]
     initial = new_model(s).state_dict()
     final = _global_model(tmp_path, s, summary.run_id)
     # Frozen at its initialisation (averaging identical copies may move the last bit).
@@ -45,10 +45,10 @@ def test_fedbabu_trains_the_body_only_and_finetunes_the_head_for_evaluation(tmp_
 
 
 def test_fedper_shares_no_head_and_local_only_shares_nothing_it_uses(tmp_path):
-    per = simulate(scenario(tmp_path, {"name": "fedper"}), progress=None)
+    per = run_in_process(scenario(tmp_path, {"name": "fedper"}))[0]
     final = _global_model(tmp_path, scenario(tmp_path, {"name": "fedper"}), per.run_id)
     assert set(final) == {"body.1.weight", "body.1.bias"}  # heads never left the clients
-    local = simulate(scenario(tmp_path, {"name": "local"}, rounds=3), progress=None)
+    local = run_in_process(scenario(tmp_path, {"name": "local"}, rounds=3))[0]
     # Isolated training: every client's personalized accuracy comes from its own model,
     # which keeps improving although nothing it receives is used.
     assert local.history[3]["personalized_accuracy"] > local.history[1]["personalized_accuracy"]

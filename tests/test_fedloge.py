@@ -124,7 +124,7 @@ def test_local_heads_stay_on_the_clients_in_simulation(tmp_path):
     aggregated), and GLA-FR's generic and personalized accuracies are logged."""
     from mlflow.tracking import MlflowClient
 
-    from flowerbed.server.simulate import simulate
+    from inprocess import run_in_process
     from flowerbed.sims.config import parse_scenario
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -137,7 +137,7 @@ def test_local_heads_stay_on_the_clients_in_simulation(tmp_path):
         "client": {"local_epochs": 1, "batch_size": 8, "lr": 0.03, "momentum": 0.5},
         "mlflow": {"experiment": "fedloge-sim", "tracking_uri": uri},
     })
-    summary = simulate(s, progress=None)
+    summary = run_in_process(s)[0]
     client = MlflowClient(uri)
     path = client.download_artifacts(summary.run_id, "global_model.pt", str(tmp_path))
     keys = set(torch.load(path))

@@ -131,7 +131,7 @@ def test_similarity_groups_clients_of_the_same_community_in_simulation(tmp_path)
     each: after a few rounds FED-PUB weights same-community peers above the others."""
     from mlflow.tracking import MlflowClient
 
-    from flowerbed.server.simulate import simulate
+    from inprocess import run_in_process
     from flowerbed.sims.config import parse_scenario
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -146,7 +146,7 @@ def test_similarity_groups_clients_of_the_same_community_in_simulation(tmp_path)
         "sampling": {"fraction_evaluate": 1.0, "min_clients": 2},
         "mlflow": {"experiment": "fedpub-sbm", "tracking_uri": uri},
     })
-    summary = simulate(s, progress=None)
+    summary = run_in_process(s)[0]
     alpha = np.array(summary.strategy_reports[12]["alpha"])
     community = np.repeat([0, 1], 3)  # clients are in partition order: community-major
     same = community[:, None] == community[None, :]

@@ -1,5 +1,5 @@
 """GGEUR: the pooled geometry, the generation rules and ablations, what the messages
-carry, and a short run in simulation."""
+carry, and a short run end to end (ServerApp and ClientApp, in process)."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def test_ggeur_config_errors_name_the_key():
         _resolved({"name": "fedloge+ggeur"}, model="mlp")
 
 
-# --- in simulation ------------------------------------------------------------------
+# --- end to end -----------------------------------------------------------------------
 
 
 def _lds_scenario(uri: str, **strategy):
@@ -236,7 +236,7 @@ def test_messages_carry_statistics_only_and_runs_repeat(tmp_path, monkeypatch):
     seed gives the same metrics."""
     from flowerbed.sims.task import client_data, new_model
     from flowerbed.server.grid import RosterGrid
-    from flowerbed.server.simulate import simulate
+    from inprocess import run_in_process
 
     seen: list = []
     original = RosterGrid.send_and_receive
@@ -249,7 +249,7 @@ def test_messages_carry_statistics_only_and_runs_repeat(tmp_path, monkeypatch):
 
     monkeypatch.setattr(RosterGrid, "send_and_receive", spy)
     scenario = _lds_scenario(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    first = simulate(scenario, progress=None)
+    first = run_in_process(scenario)[0]
 
     by_type = {}
     for messages, replies, partition_of in seen:
@@ -287,6 +287,6 @@ def test_messages_carry_statistics_only_and_runs_repeat(tmp_path, monkeypatch):
     assert setup["ggeur_augmented_examples"] >= 4 * 10 * 50
     assert "global_accuracy_domain_mean" in first.history[2]
 
-    second = simulate(scenario, progress=None)
+    second = run_in_process(scenario)[0]
     assert first.history[2]["global_accuracy_domain_mean"] == second.history[2]["global_accuracy_domain_mean"]
     assert first.history[2]["train_loss"] == second.history[2]["train_loss"]
