@@ -69,7 +69,8 @@ def build_client_app(scenario: Scenario | None = None) -> ClientApp:
         metrics = MetricRecord({"num-examples": job.data.num_train, "train_loss": job.loss,
                                 "partition-id": job.partition_id,
                                 "on-gpu": int(client_device(job.scenario).type == "cuda"), **job.metrics})
-        arrays = ArrayRecord({k: v for k, v in job.model.state_dict().items() if not matches(k, job.kept)})
+        arrays = ArrayRecord({**{k: v for k, v in job.model.state_dict().items() if not matches(k, job.kept)},
+                              **job.sent})
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
 
     @app.evaluate()

@@ -44,8 +44,10 @@ class Job:
     """One ``train`` or ``evaluate`` call on a client, as the mods see it.
 
     ``data`` is the client's partition (train rows may be replaced by a mod); ``model``
-    holds the received weights; ``kept`` names the parameters not uploaded; ``metrics``
-    goes into the reply.
+    holds the received weights (``received`` has them all, also those of networks other
+    than the model, such as a generator); ``kept`` names the model's parameters not
+    uploaded; ``sent`` holds what a mod uploads besides the model (a generator's
+    weights); ``metrics`` goes into the reply.
     """
 
     scenario: Scenario
@@ -62,6 +64,7 @@ class Job:
     kept: tuple[str, ...] = ()
     optimizer: torch.optim.Optimizer | None = None
     extra_losses: list[ExtraLoss] = field(default_factory=list)
+    sent: dict[str, torch.Tensor] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     loss: float = 0.0
 

@@ -57,7 +57,9 @@ def job_of(message: Message, context: Context, given: Scenario | None) -> Job:
 
 def load_received(job: Job, message: Message) -> None:
     """The per-process model, holding the scenario's initial weights overwritten by the
-    server's (parameters the server does not send start from the initial weights)."""
+    server's (parameters the server does not send start from the initial weights; what
+    it sends for other networks stays in ``job.received`` for the mods that use it)."""
     job.received = message.content["arrays"].to_torch_state_dict()
     job.model = reusable_model(job.scenario)
-    job.model.load_state_dict({**initial_state(job.scenario), **job.received})
+    initial = initial_state(job.scenario)
+    job.model.load_state_dict({**initial, **{k: v for k, v in job.received.items() if k in initial}})

@@ -114,8 +114,9 @@ def fit(model: nn.Module, data, settings: TrainSettings, generator: torch.Genera
 
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:
-    """Whether a parameter name contains one of ``patterns`` (``*`` matches all)."""
-    return any(p == "*" or p in name for p in patterns)
+    """Whether a parameter name contains one of ``patterns`` (``*`` matches all;
+    ``=name`` matches that exact name)."""
+    return any(p == "*" or (name == p[1:] if p.startswith("=") else p in name) for p in patterns)
 
 
 def finetune(model: nn.Module, data, settings: TrainSettings, patterns: tuple[str, ...], epochs: int,

@@ -54,6 +54,27 @@ def _cnn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> SplitMo
     return SplitModel(body, nn.Linear(hidden, num_classes))
 
 
+def _cnn_bn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> SplitModel:
+    """FRAug's digits CNN (spec fraug.md §9.1): Conv3x3(32)-BN-ReLU-MaxPool,
+    Conv3x3(64)-BN-ReLU-MaxPool, FC hidden-BN-ReLU (the embedding u), linear head."""
+    channels, height, width = input_shape
+    body = nn.Sequential(
+        nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * (height // 4) * (width // 4), hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+    )
+    return SplitModel(body, nn.Linear(hidden, num_classes))
+
+
+def _mlp_bn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> SplitModel:
+    """FRAug's feature MLP (spec fraug.md §9.2, §9.3): in -> 256 -> BN -> ReLU -> hidden ->
+    BN -> ReLU (the embedding u), linear head."""
+    body = nn.Sequential(nn.Flatten(), nn.Linear(prod(input_shape), 256), nn.BatchNorm1d(256), nn.ReLU(),
+                         nn.Linear(256, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+    return SplitModel(body, nn.Linear(hidden, num_classes))
+
+
 class GraphSplitModel(nn.Module):
     """A 2-layer GCN body and a linear head for node classification.
 
@@ -97,11 +118,14 @@ def _masked_gcn(input_shape: tuple[int, ...], num_classes: int, hidden: int) -> 
 
 
 #: name -> builder(input_shape, num_classes, hidden). New models join with one line.
+#: The ``*_bn`` models carry BatchNorm (FedBN keeps it local; FedAvg averages it).
 MODELS: dict[str, Callable[[tuple[int, ...], int, int], nn.Module]] = {
     "mlp": _mlp,
     "mlp2": _mlp2,
     "logreg": _logreg,
     "cnn": _cnn,
+    "cnn_bn": _cnn_bn,
+    "mlp_bn": _mlp_bn,
     "gcn": _gcn,
     "masked_gcn": _masked_gcn,
 }
@@ -110,3 +134,11 @@ GRAPH_MODELS = ("gcn", "masked_gcn")
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 64) -> nn.Module:
     return MODELS[name](tuple(input_shape), num_classes, hidden)
+
+
+def batchnorm_keys(model: nn.Module) -> tuple[str, ...]:
+    """State-dict keys of every BatchNorm layer (affine parameters and running
+    statistics), found by module type, not by name."""
+    return tuple(f"{prefix}.{key}" if prefix else key
+                 for prefix, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                 for key in module.state_dict())

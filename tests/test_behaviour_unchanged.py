@@ -63,7 +63,7 @@ CASES = {
         "strategy.addons=['ggeur']",
         "strategy.ggeur={rule='single_domain', pool_clients='guide_set', upload='eigen', num_eigenpairs=32}"],
     "ggeur_officecaltech_lds/fedprox+ggeur": ["strategy.name='fedprox+ggeur'"],
-    "fraug_mnist_usps/fedavg": [],
+    "fraug_mnist_usps/fedavg": ["model.name='cnn'"],  # the file's model then (now cnn_bn)
     "fedlabel_usps/fedavg": [],
 }
 

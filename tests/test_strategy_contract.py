@@ -192,3 +192,30 @@ def test_server_hooks_are_a_protocol_and_flowers_strategies_get_the_defaults():
     fedpub.last_alpha, fedpub.last_nodes = np.eye(2), [1, 2]
     assert wrapped.round_report() == fedpub.round_report()  # the wrapper passes its inner hooks on
     assert wrapped.round_report()[0]["fedpub_alpha_self"] == 1.0
+
+
+# --- run naming -------------------------------------------------------------------------
+
+
+def test_runs_carry_the_given_tags_and_name(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flowerbed.client.app import build_client_app
+    from flowerbed.server.app import run_server
+
+    scenario = load_scenario(REPO / "sims" / "quickstart.toml",
+                             ["strategy.name='fedavg+ggeur'", "strategy.ggeur.augment='resample'", "rounds=1",
+                              f"mlflow.tracking_uri='sqlite:///{tmp_path / 'm.db'}'"])
+    grid = InProcessGrid(build_client_app(scenario), scenario.partition.num_clients)
+    summary = run_server(grid, scenario, progress=None, tags={"study": "a"}, run_name="mine")
+    run = MlflowClient(scenario.mlflow.tracking_uri).get_run(summary.run_id)
+    assert run.info.run_name == "mine" and run.data.tags["study"] == "a"
+    assert run.data.tags["method"] == "fedavg+ggeur(augment=resample)" and run.data.tags["scenario"] == "quickstart"
+    assert run.data.params["strategy.ggeur.noise_scale"] == "sqrt_eigenvalue"  # defaults logged too
+
+
+def test_bad_tag_is_a_one_line_error(capsys):
+    from flowerbed.server.cli import EXIT_BAD_INPUT, main
+
+    assert main(["run", str(REPO / "sims" / "quickstart.toml"), "--tag", "novalue"]) == EXIT_BAD_INPUT
+    assert "--tag 'novalue': expected KEY=VALUE" in capsys.readouterr().err

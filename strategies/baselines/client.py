@@ -8,6 +8,7 @@ from flwr.app import ConfigRecord
 
 from flowerbed.client.mods import Job, Mod, Step, freeze, keep_local, proximal
 from flowerbed.client.trainer import TrainSettings, finetune
+from flowerbed.sims.models import batchnorm_keys
 from flowerbed.strategies.baselines.params import FedBABUParams, FedProxParams
 from flowerbed.strategies.contract import ClientHalf, NoParams
 
@@ -47,6 +48,25 @@ class FedPerClient(KeepLocalClient):
 
 class LocalOnlyClient(KeepLocalClient):
     name, kept = "local", ("*",)
+
+
+def keep_batchnorm(store: bool = True) -> Mod:
+    """FedBN: the model's BatchNorm layers (found by type; exact keys) stay local."""
+
+    def mod(job: Job, call_next: Step) -> None:
+        keep_local(tuple(f"={k}" for k in batchnorm_keys(job.model)), store=store)(job, call_next)
+
+    return mod
+
+
+class FedBNClient(ClientHalf):
+    name = "fedbn"
+
+    def train_mods(self, params: NoParams, job: Job) -> list[Mod]:
+        return [keep_batchnorm()]
+
+    def evaluate_mods(self, params: NoParams, job: Job) -> list[Mod]:
+        return [keep_batchnorm(store=False)]
 
 
 def finetune_head(epochs: int) -> Mod:

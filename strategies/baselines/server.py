@@ -14,7 +14,11 @@ its (shared, random) initialisation during federated training and only the body 
 learned and averaged; for personalization each client fine-tunes the head on its own
 data before it is scored.
 
-The server side of all three is FedAvg; :mod:`.client` holds what differs.
+FedBN (Li et al., ICLR 2021, https://arxiv.org/abs/2102.07623): every BatchNorm layer
+(affine parameters and running statistics) stays on its client, the rest is averaged;
+under feature shift each client normalises with its own domain's statistics.
+
+The server side of all four is FedAvg; :mod:`.client` holds what differs.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ class LocalOnly(ParamsFedAvg):
     """No collaboration: each client trains and is scored on its own model alone."""
 
     name = "local"
+
+
+class FedBN(ParamsFedAvg):
+    """FedAvg of everything but BatchNorm, which each client keeps."""
+
+    name = "fedbn"
 
 
 class FedBABU(ParamsFedAvg):
