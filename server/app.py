@@ -125,6 +125,7 @@ class RoundHook:
         partition = scenario_partition(scenario)
         self.class_groups = partition.class_groups
         self.domain_tests = {d: torch.from_numpy(rows) for d, rows in partition.domain_tests().items()}
+        self.domain_of = {i: c.domain for i, c in enumerate(partition.clients) if c.domain}
         self._round_start = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -142,6 +143,7 @@ class RoundHook:
             metrics.update(self.hooks.setup_report())
         if server_round > 0:
             metrics.update(client_round_metrics(traffic))
+            metrics.update(self._per_domain(traffic))
             metrics["round_seconds"] = time.perf_counter() - self._round_start
             self.summary.client_metrics[server_round] = traffic.metrics
             # A strategy's own per-round metrics and matrices.
@@ -153,6 +155,18 @@ class RoundHook:
         self.tracker.log_round(server_round, metrics)
         self._round_start = time.perf_counter()
         return MetricRecord({"accuracy": accuracy, "loss": loss})
+
+    def _per_domain(self, traffic: Traffic) -> dict[str, float]:
+        """Multi-domain scenarios: the clients' personalized accuracy (each on its own
+        test split) averaged per domain, ``personalized_accuracy_<domain>``; with one
+        client per domain, each client's own accuracy."""
+        if len(set(self.domain_of.values())) < 2:
+            return {}
+        by_domain: dict[str, list[float]] = {}
+        for partition_id, reply in traffic.metrics.get("evaluate", {}).items():
+            if reply.get("num-examples", 0) > 0 and partition_id in self.domain_of:
+                by_domain.setdefault(self.domain_of[partition_id], []).append(reply["accuracy"])
+        return {f"personalized_accuracy_{d}": _mean(values) for d, values in sorted(by_domain.items())}
 
     def _score_splits(self, model: torch.nn.Module, prefix: str, metrics: dict[str, float],
                       domains: bool = False) -> None:
