@@ -40,6 +40,9 @@ METHODS = {
     # Ablations: the generator alone (its embeddings, no RTNet); lambda_t = 0 (FedBN exactly).
     "fraug_g_only": ["strategy.name='fraug'", "strategy.fraug.use_rtnet=false"],
     "fraug_lambda0": ["strategy.name='fraug'", "strategy.fraug.lambda_fixed=0.0"],
+    # Diagnostic: G pushed away from the real embeddings by the bounded MMD (R2's form)
+    # instead of by the unbounded MSE to the prototypes (the Digits form).
+    "fraug_g_mmd": ["strategy.name='fraug'", "strategy.fraug.d_g='mmd'"],
 }
 METRIC = "personalized_accuracy"
 DIAGNOSTICS = (("G's embeddings, head accuracy", "personalized_fraug_generated_accuracy"),

@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flowerbed.sims.datasets import DATASET_DOMAINS, GRAPH_DATASETS, DatasetConfig
 from flowerbed.sims.models import GRAPH_MODELS, MODELS

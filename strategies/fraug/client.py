@@ -28,8 +28,7 @@ from torch.nn import functional as F
 from flowerbed.client.mods import Job, Mod, Step
 from flowerbed.strategies.baselines.client import keep_batchnorm
 from flowerbed.strategies.contract import ClientHalf
-from flowerbed.strategies.fraug.nets import (GENERATOR, Generator, RTNet, entropy, generator_for, mmd,
-                                             nonsaturating_ce)
+from flowerbed.strategies.fraug.nets import GENERATOR, RTNet, entropy, generator_for, mmd, nonsaturating_ce
 from flowerbed.strategies.fraug.params import FRAugParams
 
 #: What a client keeps in ``Context.state``: its RTNet, its prototypes (and which classes
