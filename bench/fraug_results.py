@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
-from results_common import LABEL, REPO, add_common_arguments, finished_runs, history, mean_std, run_labelled
+from results_common import (LABEL, REPO, add_common_arguments, curve, finished_runs, last_and_best, mean_std,
+                            run_labelled, write_page)
 
 from flowerbed.server.cli import quiet_logs
 
@@ -49,20 +49,9 @@ DIAGNOSTICS = (("G's embeddings, head accuracy", "personalized_fraug_generated_a
                ("G's class mean to prototype, L2", "personalized_fraug_generated_to_prototype"))
 
 
-def curve(uri: str, run, metric: str) -> dict[int, float]:
-    values = history(uri, run.info.run_id, metric)
-    values.pop(0, None)  # round 0: before any training
-    return values
-
-
-def last_and_best(uri: str, runs: list, metric: str) -> tuple[list[float], list[float]]:
-    curves = [curve(uri, r, metric) for r in runs]
-    return ([c[max(c)] if c else float("nan") for c in curves], [max(c.values()) if c else float("nan") for c in curves])
-
-
 def per_round(uri: str, runs: list, metric: str) -> float:
     """The mean over runs of the metric's mean over rounds."""
-    return float(np.mean([np.mean(list(curve(uri, r, metric).values())) for r in runs]))
+    return float(np.mean([np.mean(list(curve(uri, r.info.run_id, metric).values())) for r in runs]))
 
 
 def summarize(args: argparse.Namespace) -> str:
@@ -120,11 +109,7 @@ def main() -> int:
             for method in args.methods:
                 run_labelled(SCENARIOS[name][0], method, METHODS[method], args.seeds, args.rounds, args.tracking_uri,
                              args.experiment, {"setting": name})
-    text = summarize(args)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(text)
+    write_page(args.output, summarize(args))
     return 0
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
-from results_common import LABEL, REPO, add_common_arguments, finished_runs, history, mean_std, run_labelled
+from results_common import (LABEL, REPO, add_common_arguments, finished_runs, last_and_best, mean_std, run_labelled,
+                            write_page)
 
 from flowerbed.client.trainer import TrainSettings, make_optimizer, train_local
 from flowerbed.server.cli import quiet_logs
@@ -106,16 +107,6 @@ READING = (
     "scores higher than correct FedAvg on Office-Caltech; the default stays the paper's method.")
 
 
-def curve_stats(uri: str, runs: list, metric: str) -> tuple[list[float], list[float]]:
-    last, best = [], []
-    for run in runs:
-        values = history(uri, run.info.run_id, metric)
-        values.pop(0, None)  # round 0 is the untrained model
-        last.append(values[max(values)] if values else float("nan"))
-        best.append(max(values.values()) if values else float("nan"))
-    return last, best
-
-
 def summarize(args: argparse.Namespace) -> str:
     uri, experiment = args.tracking_uri, args.experiment
     lines = ["# GGEUR: results", "",
@@ -139,10 +130,10 @@ def summarize(args: argparse.Namespace) -> str:
         lines += [f"## {name}: `{path.name}` with `{' '.join(overrides)}` (metric `{metric}`)", "",
                   f"Rerun: `{rerun}`", "",
                   "| method | seeds | last | best | Δ last vs FedAvg |", "|---|---|---|---|---|"]
-        base = np.nanmean(curve_stats(uri, runs["fedavg"], metric)[0]) if "fedavg" in runs else float("nan")
+        base = np.nanmean(last_and_best(uri, runs["fedavg"], metric)[0]) if "fedavg" in runs else float("nan")
         for method in [m for m in METHODS if m in runs]:
             use = "personalized_accuracy" if method == "local" else metric
-            last, best = curve_stats(uri, runs[method], use)
+            last, best = last_and_best(uri, runs[method], use)
             # Local-only's figure is on other test rows unless each client tests on its whole domain.
             comparable = method != "fedavg" and (method != "local" or metric.endswith("domain_mean"))
             delta = f"{100 * (np.nanmean(last) - base):+.2f}" if comparable else "–"
@@ -181,11 +172,7 @@ def main() -> int:
                 else:
                     run_labelled(path, method, [*overrides, *METHODS[method]], args.seeds, args.rounds,
                                  args.tracking_uri, args.experiment, {"setting": name})
-    text = summarize(args)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(text)
+    write_page(args.output, summarize(args))
     return 0
 
 

@@ -69,6 +69,28 @@ def history(uri: str, run_id: str, metric: str) -> dict[int, float]:
     return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, metric)}
 
 
+def curve(uri: str, run_id: str, metric: str) -> dict[int, float]:
+    """A metric's history after training started (round 0, the untrained model, left out)."""
+    values = history(uri, run_id, metric)
+    values.pop(0, None)
+    return values
+
+
+def last_and_best(uri: str, runs: list, metric: str) -> tuple[list[float], list[float]]:
+    """Per run: the metric at its last round and at its best round (NaN if never logged)."""
+    curves = [curve(uri, r.info.run_id, metric) for r in runs]
+    last = [c[max(c)] if c else float("nan") for c in curves]
+    return last, [max(c.values()) if c else float("nan") for c in curves]
+
+
+def write_page(output: str, text: str) -> None:
+    """Write a results page (making its folder) and print it."""
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+
+
 def mean_std(values: list[float], scale: float = 100.0) -> str:
     arr = scale * np.asarray(values, dtype=float)
     if len(arr) == 0 or np.isnan(arr).all():

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowerbed.client.mods import Job, Mod, Step
+from flowerbed.sims.models import batchnorm_keys
 from flowerbed.strategies.baselines.client import keep_batchnorm
 from flowerbed.strategies.contract import ClientHalf
 from flowerbed.strategies.fraug.nets import GENERATOR, RTNet, entropy, generator_for, mmd, nonsaturating_ce
@@ -48,11 +49,6 @@ def schedule(params: FRAugParams, server_round: int, rounds: int) -> tuple[float
 def cyclic_labels(num_classes: int, size: int, offset: int) -> torch.Tensor:
     """The class list rotated by ``offset`` and tiled to ``size``: balanced labels."""
     return (torch.arange(size) + offset) % num_classes
-
-
-def _bn_keys(module: nn.Module) -> list[str]:
-    return [f"{name}.{key}" for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            for key in m.state_dict()]
 
 
 class FRAugWork:
@@ -158,7 +154,7 @@ class FRAugWork:
         state = self.job.context.state
         state[RTNET] = ArrayRecord({k: v.detach().cpu().clone() for k, v in self.rtnet.state_dict().items()})
         state[PROTOTYPES] = ArrayRecord({"mean": self.prototypes.cpu().clone(), "seen": self.seen.cpu().clone()})
-        local = set(_bn_keys(self.generator)) if self.p.generator_bn == "local" else set()
+        local = set(batchnorm_keys(self.generator)) if self.p.generator_bn == "local" else set()
         weights = {k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()}
         if local:
             state[GENERATOR_BN] = ArrayRecord({k: weights[k] for k in local})
