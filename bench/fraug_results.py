@@ -5,7 +5,7 @@ Runs each method with several seeds on the spec's offline scenarios R1 (MNIST + 
 R2 (Office-Caltech-10 SURF) and R3 (Amazon reviews), through ``flowerbed sweep``'s
 machinery (finished runs are not run again), and writes ``docs/results/fraug.md``: each
 client's accuracy on its own domain's test split, averaged over the clients (and per
-domain), at the last round and at the best round, mean ± std over seeds; FRAug's
+domain), at the last round and at the best-validation round, mean ± std over seeds; FRAug's
 diagnostics (what its generator makes, scored by the clients' heads); and the costs
 (bytes up and down and seconds per round) from the runs' MLflow metrics. Every method
 takes the same gradient steps (the scenario's epochs and batches).
@@ -30,6 +30,8 @@ SCENARIOS = {
     "R1": (REPO / "sims" / "fraug_mnist_usps.toml", ("mnist", "usps")),
     "R2": (REPO / "sims" / "fraug_officecaltech.toml", ("amazon", "webcam", "dslr", "caltech")),
     "R3": (REPO / "sims" / "fraug_amazon.toml", ("books", "dvd", "electronics", "kitchen")),
+    # The regime where a shared generator should matter: 10 clients of 32 images.
+    "R1-10": (REPO / "sims" / "fraug_mnist_usps_10clients.toml", ("mnist", "usps")),
 }
 METHODS = {
     "fedavg": ["strategy.name='fedavg'"],  # BatchNorm averaged
@@ -46,7 +48,15 @@ METHODS = {
 }
 METRIC = "personalized_accuracy"
 DIAGNOSTICS = (("G's embeddings, head accuracy", "personalized_fraug_generated_accuracy"),
-               ("G's class mean to prototype, L2", "personalized_fraug_generated_to_prototype"))
+               ("G's class mean to prototype, L2", "personalized_fraug_generated_to_prototype"),
+               ("RTNet-augmented training embeddings u~, head accuracy", "personalized_fraug_augmented_accuracy"),
+               ("RTNet-augmented prototypes u~_c, head accuracy", "personalized_fraug_prototype_augmented_accuracy"),
+               ("RTNet shift ||s_t phi|| / ||u||", "personalized_fraug_rtnet_shift"))
+
+
+def best_validation(runs: list) -> list[float]:
+    """Per run: the clients' mean test accuracy at the round of their best mean validation accuracy."""
+    return [r.data.metrics.get("personalized_accuracy_best_val", float("nan")) for r in runs]
 
 
 def per_round(uri: str, runs: list, metric: str) -> float:
@@ -59,9 +69,9 @@ def summarize(args: argparse.Namespace) -> str:
     lines = ["# FRAug: results", "",
              "Written by `bench/fraug_results.py` from the runs in its MLflow experiment; each table says the command "
              "that reruns it. Accuracy in %: each client's model on its own domain's test split, averaged over the "
-             "clients (one client per domain), mean ± std over seeds; *last* = last round; *best* = best round on that "
-             "same test split (optimistic: no validation split is held out). Δ = last-round difference to FedBN. "
-             "Every method takes the same gradient steps.", ""]
+             "clients, mean ± std over seeds; *last* = last round; *best val* = at the round where the clients' mean "
+             "accuracy on their validation splits (10% of each domain's training pool, never trained on) is best. "
+             "Δ = last-round difference to FedBN. Every method takes the same gradient steps.", ""]
     grouped = finished_runs(uri, experiment, LABEL)
     for name in args.scenarios:
         path, domains = SCENARIOS[name]
@@ -73,12 +83,12 @@ def summarize(args: argparse.Namespace) -> str:
         rerun = (f".venv/bin/python bench/fraug_results.py --scenarios {name} --seeds {' '.join(map(str, seeds))} "
                  f"--methods {' '.join(runs)}")
         lines += [f"## {name}: `{path.name}`", "", f"Rerun: `{rerun}`", "",
-                  "| method | seeds | last | best | " + " | ".join(f"{d} (last)" for d in domains)
+                  "| method | seeds | last | best val | " + " | ".join(f"{d} (last)" for d in domains)
                   + " | Δ last vs FedBN | MB up / round | MB down / round | s / round |",
                   "|---|---|---|---|" + "---|" * len(domains) + "---|---|---|---|"]
         base = np.nanmean(last_and_best(uri, runs["fedbn"], METRIC)[0]) if "fedbn" in runs else float("nan")
         for method, chosen in runs.items():
-            last, best = last_and_best(uri, chosen, METRIC)
+            last, best = last_and_best(uri, chosen, METRIC)[0], best_validation(chosen)
             by_domain = [mean_std(last_and_best(uri, chosen, f"{METRIC}_{d}")[0]) for d in domains]
             delta = f"{100 * (np.nanmean(last) - base):+.2f}" if method != "fedbn" else "–"
             costs = [f"{per_round(uri, chosen, k) / 1e6:.3f}" for k in ("bytes_received", "bytes_sent")]

@@ -30,7 +30,7 @@ from torch import nn
 from flowerbed.client.trainer import ExtraLoss, TrainSettings, fit, make_optimizer, matches
 from flowerbed.sims.config import Scenario
 from flowerbed.sims.partitions import scenario_partition
-from flowerbed.sims.scoring import group_accuracies, predict, score
+from flowerbed.sims.scoring import evaluate, group_accuracies, predict, score
 from flowerbed.sims.task import ClientData, GraphData, round_seed
 
 #: ``Context.state`` keys of the generic behaviours.
@@ -112,6 +112,9 @@ def score_step(job: Job) -> None:
     replies the same keys, and the server averages each group over those that have it)."""
     job.loss, accuracy = score(job.model, job.data)
     job.metrics["accuracy"] = accuracy
+    if isinstance(job.data, ClientData) and job.data.num_val:
+        job.metrics["val_accuracy"] = evaluate(job.model, job.data.x_val, job.data.y_val)[1]
+        job.metrics["num-val"] = job.data.num_val
     groups = scenario_partition(job.scenario).class_groups
     if groups and isinstance(job.data, ClientData):
         job.metrics.update(group_metrics("personalized_accuracy", predict(job.model, job.data.x_test),

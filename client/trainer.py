@@ -4,13 +4,15 @@ is in :mod:`flowerbed.sims.scoring`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from flowerbed.client.augment import translate
 
 
 @dataclass(frozen=True)
@@ -25,11 +27,23 @@ class TrainSettings:
     proximal_mu: float = 0.0
     # Cross-entropy applied to softmax outputs instead of logits (GGEUR's official loop).
     double_softmax: bool = False
+    # Random translation of each training image by up to this many pixels (0: none).
+    translate_pixels: int = 0
 
     @classmethod
     def from_scenario(cls, client, proximal_mu: float = 0.0, double_softmax: bool = False) -> "TrainSettings":
         return cls(client.local_epochs, client.batch_size, client.lr, client.optimizer,
-                   client.momentum, client.weight_decay, proximal_mu, double_softmax)
+                   client.momentum, client.weight_decay, proximal_mu, double_softmax, client.translate_pixels)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
+            generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One local epoch's minibatches of (x, y), shuffled and augmented by ``generator``
+    (every training loop draws its batches here, so equal seeds give equal batches)."""
+    order = torch.randperm(len(x), generator=generator).to(x.device)
+    for start in range(0, len(x), settings.batch_size):
+        idx = order[start:start + settings.batch_size]
+        yield translate(x[idx], settings.translate_pixels, generator), y[idx]
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -79,13 +93,11 @@ def train_local(
     proximal = _Proximal(model, settings.proximal_mu)
     losses = []
     for _ in range(settings.local_epochs):
-        order = torch.randperm(len(x), generator=generator).to(x.device)
-        for start in range(0, len(x), settings.batch_size):
-            idx = order[start:start + settings.batch_size]
-            logits = model(x[idx])
+        for xb, yb in batches(x, y, settings, generator):
+            logits = model(xb)
             if settings.double_softmax:
                 logits = logits.softmax(dim=1)
-            loss = proximal(model, F.cross_entropy(logits, y[idx]))
+            loss = proximal(model, F.cross_entropy(logits, yb))
             losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
     return sum(losses) / max(len(losses), 1)
 

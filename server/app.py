@@ -90,6 +90,9 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
         out["personalized_accuracy"] = _mean([m["accuracy"] for m in scored])
         out["personalized_accuracy_weighted"] = _mean([m["accuracy"] for m in scored], weights)
         out["personalized_loss"] = _mean([m["loss"] for m in scored], weights)
+        validated = [m for m in scored if m.get("num-val", 0) > 0]
+        if validated:
+            out["personalized_val_accuracy"] = _mean([m["val_accuracy"] for m in validated])
         out.update(_prefixed_means(scored))
     return out
 
@@ -224,16 +227,25 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
     return summary
 
 
+# (validation metric, test metric, summary names): graphs score after training, arrays
+# score the model the evaluate message carries.
+BEST_VALIDATION = (
+    ("personalized_val_accuracy_trained", "personalized_accuracy_trained",
+     "personalized_accuracy_trained_best_val", "best_val_round"),
+    ("personalized_val_accuracy", "personalized_accuracy", "personalized_accuracy_best_val", "best_val_round_evaluate"),
+)
+
+
 def best_validation_summary(history: dict[int, dict[str, float]]) -> dict[str, float]:
-    """The graph papers' "Acc @ Best Val": the after-training test accuracy at the round of best
-    client-mean validation accuracy (first such round), and that round."""
-    val = {r: m["personalized_val_accuracy_trained"] for r, m in history.items()
-           if "personalized_val_accuracy_trained" in m}
-    if not val:
-        return {}
-    best = max(val, key=lambda r: (val[r], -r))
-    return {"personalized_accuracy_trained_best_val": history[best]["personalized_accuracy_trained"],
-            "best_val_round": float(best)}
+    """The "Acc @ Best Val": the client-mean test accuracy at the round of best client-mean
+    validation accuracy (the first such round), and that round; for each pair that was logged."""
+    out = {}
+    for val_key, test_key, name, round_name in BEST_VALIDATION:
+        val = {r: m[val_key] for r, m in history.items() if val_key in m and test_key in m}
+        if val:
+            best = max(val, key=lambda r: (val[r], -r))
+            out.update({name: history[best][test_key], round_name: float(best)})
+    return out
 
 
 def build_server_app(

@@ -8,7 +8,7 @@ A scenario is a TOML file::
     [partition]  kind = "dirichlet", num_clients = 10, alpha = 0.3
     [model]      name = "mlp"
     [strategy]   name = "fedpub"            # [strategy.fedpub] its parameters
-    [client]     local_epochs, batch_size, lr, optimizer, num_cpus, num_gpus
+    [client]     local_epochs, batch_size, lr, optimizer, translate_pixels, num_cpus, num_gpus
     [sampling]   fraction_train, fraction_evaluate, min_clients
     [mlflow]     experiment, tracking_uri
 
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flowerbed.sims.datasets import DATASET_DOMAINS, GRAPH_DATASETS, DatasetConfig
+from flowerbed.sims.datasets import DATASET_DOMAINS, GRAPH_DATASETS, IMAGE_DATASETS, DatasetConfig
 from flowerbed.sims.models import GRAPH_MODELS, MODELS
 from flowerbed.sims.partitions import DOMAIN_KINDS, GRAPH_KINDS, PARTITION_KINDS, PartitionConfig
 
@@ -95,6 +95,9 @@ class ClientConfig(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
+    # Shift each training image by up to this many pixels, zero-filled (RandomCrop with
+    # padding), every method alike; image datasets only. 0: no augmentation.
+    translate_pixels: int = Field(default=0, ge=0, le=8)
     # Keep each client's optimizer state (e.g. Adam's moments) across rounds instead of
     # a fresh optimizer every round (FED-PUB's code does this for every method).
     keep_optimizer: bool = False
@@ -161,6 +164,9 @@ class Scenario(_Section):
         if (self.model.name in GRAPH_MODELS) != (name in GRAPH_DATASETS):
             raise ValueError(f"model.name={self.model.name!r} does not fit dataset.name={name!r}: "
                              f"graphs take {', '.join(GRAPH_MODELS)}, array data the others")
+        if self.client.translate_pixels and name not in IMAGE_DATASETS:
+            raise ValueError(f"client.translate_pixels={self.client.translate_pixels} needs an image dataset "
+                             f"({', '.join(IMAGE_DATASETS)}); dataset.name={name!r} is not one")
         if self.sampling.min_clients > self.partition.num_clients:
             raise ValueError(
                 f"sampling.min_clients={self.sampling.min_clients} exceeds "

@@ -149,6 +149,8 @@ DATASETS: dict[str, Callable[[Path, Any], Any]] = {
     "sbm_shift": lambda root, spec: _graph("sbm_shift", root),
 }
 GRAPH_DATASETS = ("cora", "citeseer", "sbm", "sbm_shift")
+#: Datasets whose samples are images (C, H, W): the ones an image augmentation fits.
+IMAGE_DATASETS = ("digits", "fashion_mnist", "mnist_usps", "usps")
 #: The domains of each multi-domain dataset, in client order.
 DATASET_DOMAINS: dict[str, tuple[str, ...]] = {
     "office_caltech10": tuple(OFFICE_DOMAINS),

@@ -81,6 +81,9 @@ class DomainPartition(_Base):
     clients_per_domain: int = Field(default=1, ge=1)
     # Keep this many training samples per client (stratified); None: all.
     samples_per_client: int | None = Field(default=None, ge=1)
+    # Hold out this fraction of each client's share of its domain's training pool as its
+    # validation split (stratified, never trained on), for a best-validation-round metric.
+    val_fraction: float = Field(default=0.0, ge=0, lt=1)
 
     _names = field_validator("domains", mode="before")(_split_names)
 
@@ -150,6 +153,8 @@ class ClientSplit:
     unlabeled: np.ndarray = field(default_factory=_empty)
     domain: str | None = None
     community: int | None = None
+    # Array data: rows of the training set held out for validation (never trained on).
+    val: np.ndarray = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, eq=False)
@@ -339,13 +344,30 @@ def _domains(data: ArrayDataset, cfg, seed: int) -> list[ClientSplit]:
         rows = rng.permutation(np.flatnonzero(data.domain_train == d))
         test = np.flatnonzero(data.domain_test == d)
         for chunk in np.array_split(rows, per_domain):
+            train = chunk
             if cfg.samples_per_client is not None:
                 if cfg.samples_per_client > len(chunk):
                     raise PartitionError(f"partition.samples_per_client={cfg.samples_per_client} exceeds "
                                          f"the {len(chunk)} training samples of a {name} client")
-                chunk = _stratified_take(chunk, data.y_train, cfg.samples_per_client, rng)
-            clients.append(ClientSplit(np.sort(chunk), test, domain=name))
+                train = _stratified_take(chunk, data.y_train, cfg.samples_per_client, rng)
+            val = _validation_rows(chunk, train, data.y_train, cfg, [seed, len(clients)], name)
+            clients.append(ClientSplit(np.sort(np.setdiff1d(train, val)), test, domain=name, val=val))
     return clients
+
+
+def _validation_rows(chunk: np.ndarray, train: np.ndarray, labels: np.ndarray, cfg, seed: list[int],
+                     name: str) -> np.ndarray:
+    """``val_fraction`` of a client's ``chunk``, stratified, from the rows it does not train
+    on (from the whole chunk when it trains on all of it). Its own random stream, so the
+    training rows are those drawn without a validation split."""
+    size = int(round(cfg.val_fraction * len(chunk)))
+    if size == 0:
+        return _empty()
+    spare = np.setdiff1d(chunk, train) if len(train) < len(chunk) else chunk
+    if size > len(spare):
+        raise PartitionError(f"partition.val_fraction={cfg.val_fraction} needs {size} validation samples; "
+                             f"a {name} client has {len(spare)} besides its training samples")
+    return _stratified_take(spare, labels, size, np.random.default_rng([*seed, 0x5A1]))
 
 
 def _hide_labels(clients: list[ClientSplit], fraction: float, rng: np.random.Generator) -> list[ClientSplit]:
@@ -355,7 +377,7 @@ def _hide_labels(clients: list[ClientSplit], fraction: float, rng: np.random.Gen
         shuffled = rng.permutation(client.train)
         n_labeled = max(1, int(fraction * len(shuffled)))
         out.append(ClientSplit(np.sort(shuffled[:n_labeled]), client.test, np.sort(shuffled[n_labeled:]),
-                               client.domain, client.community))
+                               client.domain, client.community, client.val))
     return out
 
 

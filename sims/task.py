@@ -22,13 +22,20 @@ from flowerbed.sims.partitions import scenario_partition
 @dataclass(frozen=True)
 class ClientData:
     """One client's tensors: labelled train (n, *input_shape) / (n,), unlabelled train
-    features (u, *input_shape) whose labels the client never sees, local test likewise."""
+    features (u, *input_shape) whose labels the client never sees, local test likewise,
+    and a validation split (v, *input_shape) / (v,) held out of training (may be empty)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_unlabeled: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    @property
+    def num_val(self) -> int:
+        return 0 if self.y_val is None else len(self.y_val)
 
     @property
     def num_train(self) -> int:
@@ -86,7 +93,7 @@ def client_data(scenario: Scenario, partition_id: int) -> ClientData | GraphData
         return _graph_data(induced(data.graph, torch.from_numpy(split.train)), device)
     return ClientData(*(torch.from_numpy(a).to(device) for a in (
         data.x_train[split.train], data.y_train[split.train], data.x_train[split.unlabeled],
-        data.x_test[split.test], data.y_test[split.test])))
+        data.x_test[split.test], data.y_test[split.test], data.x_train[split.val], data.y_train[split.val])))
 
 
 @functools.lru_cache(maxsize=4)

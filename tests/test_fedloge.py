@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from flowerbed.client.trainer import TrainSettings
 from flowerbed.strategies.fedloge.maths import (
     etf_loss,
     personalized_logits,
@@ -62,8 +63,8 @@ def test_sse_c_is_never_updated_while_psi_and_phi_are():
     before = {name: p.detach().clone() for name, p in
               [("sse_c", sse_c.weight), ("psi", psi.weight), ("phi", phi.weight), ("body", body[0].weight)]}
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
-    train_three_heads(body, psi, phi, sse_c, x, y, epochs=2, batch_size=8, lr=0.03, momentum=0.5,
-                      generator=torch.Generator().manual_seed(0))
+    settings = TrainSettings(local_epochs=2, batch_size=8, lr=0.03, momentum=0.5)
+    train_three_heads(body, psi, phi, sse_c, x, y, settings, generator=torch.Generator().manual_seed(0))
     assert torch.equal(sse_c.weight, before["sse_c"]) and not sse_c.weight.requires_grad
     for name, module in (("psi", psi.weight), ("phi", phi.weight), ("body", body[0].weight)):
         assert not torch.equal(module, before[name]), f"{name} was not trained"

@@ -76,7 +76,9 @@ def test_only_the_shared_classifier_and_g_leave_a_client(tmp_path):
         assert key in first and key in second
         a, b = first[key].to_torch_state_dict(), second[key].to_torch_state_dict()
         assert any(not torch.equal(a[k], b[k]) for k in a), key
-    assert 0.0 <= summary.history[2]["personalized_fraug_generated_accuracy"] <= 1.0
+    for diagnostic in ("generated_accuracy", "augmented_accuracy", "prototype_augmented_accuracy"):
+        assert 0.0 <= summary.history[2][f"personalized_fraug_{diagnostic}"] <= 1.0
+    assert summary.history[2]["personalized_fraug_rtnet_shift"] > 0.0
 
 
 @requires_shared_data
@@ -142,3 +144,29 @@ def test_mmd_is_zero_for_one_sample_and_grows_with_the_shift():
     x = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
     assert mmd(x, x).abs() < 1e-6
     assert mmd(x, x + 3.0) > mmd(x, x + 0.5) > mmd(x, x + 0.05)
+
+
+def test_best_validation_picks_the_test_accuracy_of_the_best_validation_round():
+    from flowerbed.server.app import best_validation_summary
+
+    history = {0: {"personalized_accuracy": 0.1},  # before training: no client has scored yet
+               1: {"personalized_val_accuracy": 0.5, "personalized_accuracy": 0.9},
+               2: {"personalized_val_accuracy": 0.7, "personalized_accuracy": 0.6},
+               3: {"personalized_val_accuracy": 0.7, "personalized_accuracy": 0.8}}
+    assert best_validation_summary(history) == {"personalized_accuracy_best_val": 0.6,
+                                                "best_val_round_evaluate": 2.0}
+
+
+@requires_shared_data
+def test_clients_score_a_held_out_validation_split_every_round(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    scenario = _scenario(tmp_path, "strategy.name='fedbn'", rounds=3)
+    summary, grid = _run(scenario)
+    evaluations = [r.content["metrics"] for r in grid.replies if r.metadata.message_type == "evaluate"]
+    assert {int(m["num-val"]) for m in evaluations} == {160, 144}  # 10% of MNIST's 1600 and USPS's 1440
+    logged = MlflowClient(scenario.mlflow.tracking_uri).get_run(summary.run_id).data.metrics
+    best = int(logged["best_val_round_evaluate"])
+    assert logged["personalized_accuracy_best_val"] == summary.history[best]["personalized_accuracy"]
+    assert any(summary.history[r]["personalized_val_accuracy"] != summary.history[r]["personalized_accuracy"]
+               for r in (1, 2, 3))

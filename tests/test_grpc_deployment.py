@@ -114,6 +114,33 @@ optimizer = "adam"
 min_clients = {NUM_NODES}
 """
 
+# FRAug on MNIST + USPS (one domain per SuperNode): G travels with the classifier, each
+# SuperNode keeps its RTNet, prototypes and BatchNorm in its Context.state. One round:
+# each message costs a SuperNode a fresh ClientApp process (see deploy/README.md).
+FRAUG_ROUNDS = 1
+FRAUG_SCENARIO = f"""
+seed = 0
+rounds = {FRAUG_ROUNDS}
+[dataset]
+name = "mnist_usps"
+test_fraction = 0.2
+[partition]
+kind = "domain"
+samples_per_client = 32
+val_fraction = 0.05
+[model]
+name = "cnn_bn"
+[strategy]
+name = "fraug"
+[client]
+local_epochs = 1
+batch_size = 16
+lr = 0.01
+momentum = 0.5
+[sampling]
+min_clients = {NUM_NODES}
+"""
+
 
 # --- the test -----------------------------------------------------------------------
 
@@ -176,8 +203,8 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     # What the ServerApp logged, on "the SuperLink host".
     assert_mlflow_run(tracking_uri, experiment, num_clients=NUM_NODES, rounds=ROUNDS)
 
-    # More runs on the same federation, unchanged code: FED-PUB, FedLoGe, FedProx+GGEUR.
-    def run_scenario(label: str, scenario: str, count: int):
+    # More runs on the same federation, unchanged code: FED-PUB, FedLoGe, FedProx+GGEUR, FRAug.
+    def run_scenario(label: str, scenario: str, count: int, rounds: int = ROUNDS):
         name = f"{experiment}-{label}"
         config = write_run_config(tmp_path / f"run-config-{label}.toml", {
             "scenario": scenario,
@@ -188,7 +215,7 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
         ], env=cli_env, cwd=REPO)
         runs = wait_for_runs(cli, processes, servers, CONNECTION, cli_env, tmp_path, RUN_TIMEOUT_S)
         assert len(runs) == count and all(r["status"] == "finished:completed" for r in runs), runs
-        return assert_mlflow_run(tracking_uri, name, num_clients=NUM_NODES, rounds=ROUNDS)
+        return assert_mlflow_run(tracking_uri, name, num_clients=NUM_NODES, rounds=rounds)
 
     run = run_scenario("fedpub", FEDPUB_SCENARIO, 2)
     assert run.data.tags["strategy"] == "fedpub" and run.data.tags["method"] == "fedpub(tau=5.0)"
@@ -205,3 +232,8 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     assert run.data.metrics["ggeur_multi_domain"] == 1.0 and run.data.metrics["ggeur_bytes_up"] > 0
     assert run.data.metrics["ggeur_augmented_examples"] >= NUM_NODES * 10 * 50
     assert "global_accuracy_domain_mean" in run.data.metrics
+
+    run = run_scenario("fraug", FRAUG_SCENARIO, 5, rounds=FRAUG_ROUNDS)
+    assert run.data.tags["strategy"] == "fraug" and run.data.params["strategy.fraug.use_rtnet"] == "True"
+    assert {"personalized_fraug_generated_accuracy", "personalized_accuracy_mnist",
+            "personalized_accuracy_usps", "personalized_val_accuracy"} <= set(run.data.metrics)

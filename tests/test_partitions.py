@@ -195,6 +195,31 @@ def test_samples_per_client_truncates_stratified():
         assert np.bincount(data.y_train[client.train], minlength=10).min() >= 8
 
 
+@requires_shared_data
+@pytest.mark.parametrize("samples", [126, None])
+def test_validation_rows_are_held_out_stratified_and_leave_training_rows_alone(samples):
+    data = load_dataset("mnist_usps")
+    plain = partition("mnist_usps", kind="domain", samples_per_client=samples)
+    held = partition("mnist_usps", kind="domain", samples_per_client=samples, val_fraction=0.1)
+    for before, after in zip(plain.clients, held.clients):
+        pool = int((data.domain_train == data.domains.index(after.domain)).sum())
+        assert len(after.val) == round(0.1 * pool)
+        assert not np.intersect1d(after.val, after.train).size, "a validation row is trained on"
+        assert set(data.domain_train[after.val]) == {data.domains.index(after.domain)}
+        # Stratified: every class in about its share of the domain.
+        assert np.bincount(data.y_train[after.val], minlength=10).min() >= 0.6 * len(after.val) / 10
+        if samples:  # the training rows are those drawn without a validation split
+            np.testing.assert_array_equal(before.train, after.train)
+        else:  # all rows but the validation ones
+            np.testing.assert_array_equal(np.setdiff1d(before.train, after.val), after.train)
+
+
+@requires_shared_data
+def test_a_validation_split_larger_than_the_spare_rows_names_the_key():
+    with pytest.raises(PartitionError, match=r"partition\.val_fraction"):
+        partition("office_caltech10", kind="domain", samples_per_client=112, val_fraction=0.5)
+
+
 # --- few labels ------------------------------------------------------------------------
 
 

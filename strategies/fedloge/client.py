@@ -43,9 +43,8 @@ def three_heads(params: FedLoGeParams) -> Mod:
         psi: nn.Linear = job.model.head
         phi = _phi(job)
         sse_c = sse_c_of(params, psi.in_features, psi.out_features).to(psi.weight.device)
-        s = job.settings
         job.loss = train_three_heads(job.model.body, psi, phi, sse_c, job.data.x_train, job.data.y_train,
-                                     s.local_epochs, s.batch_size, s.lr, s.momentum, job.generator)
+                                     job.settings, job.generator)
         job.context.state[PHI] = ArrayRecord({k: v.detach().cpu().clone() for k, v in phi.state_dict().items()})
 
     return mod

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowerbed.client.trainer import TrainSettings, batches
+
 
 @functools.lru_cache(maxsize=4)
 def sparse_etf(dim: int, num_classes: int, beta: float = 0.6, norm: float = 0.1,
@@ -76,20 +78,19 @@ def sse_c_head(weight: torch.Tensor, bias: str = "zero", seed: int = 0) -> nn.Li
 
 
 def train_three_heads(body: nn.Module, psi: nn.Linear, phi: nn.Linear, sse_c: nn.Linear,
-                      x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,
-                      momentum: float, generator: torch.Generator) -> float:
-    """FedLoGe's local update; returns the mean SSE-C loss. Only (a) reaches the body."""
+                      x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, generator: torch.Generator) -> float:
+    """FedLoGe's local update (SGD at ``settings``' lr and momentum); returns the mean
+    SSE-C loss. Only (a) reaches the body."""
     body.train()
-    optimizers = [torch.optim.SGD(p.parameters(), lr=lr, momentum=momentum) for p in (body, psi, phi)]
+    optimizers = [torch.optim.SGD(p.parameters(), lr=settings.lr, momentum=settings.momentum)
+                  for p in (body, psi, phi)]
     losses = []
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator).to(x.device)
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            z = body(x[idx])
-            for optimizer, loss in zip(optimizers, (F.cross_entropy(sse_c(z), y[idx]),
-                                                    F.cross_entropy(psi(z.detach()), y[idx]),
-                                                    F.cross_entropy(phi(z.detach()), y[idx]))):
+    for _ in range(settings.local_epochs):
+        for xb, yb in batches(x, y, settings, generator):
+            z = body(xb)
+            for optimizer, loss in zip(optimizers, (F.cross_entropy(sse_c(z), yb),
+                                                    F.cross_entropy(psi(z.detach()), yb),
+                                                    F.cross_entropy(phi(z.detach()), yb))):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

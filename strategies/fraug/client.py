@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowerbed.client.mods import Job, Mod, Step
+from flowerbed.client.trainer import batches
 from flowerbed.sims.models import batchnorm_keys
 from flowerbed.strategies.baselines.client import keep_batchnorm
 from flowerbed.strategies.contract import ClientHalf
@@ -136,19 +137,32 @@ class FRAugWork:
         self.opt_rt.step()
 
     @torch.no_grad()
-    def diagnostics(self) -> dict[str, float]:
-        """What G generates after the round, scored by the client's head: accuracy on 256
-        generated embeddings with balanced labels, and the mean distance of each class's
-        generated mean to the client's prototype (seen classes)."""
-        head = self.job.model.head
+    def diagnostics(self, scale: float) -> dict[str, float]:
+        """What the classifier is shown, scored by the client's head after the round (BN in
+        eval mode): G's own embeddings for 256 balanced labels (accuracy, and the distance of
+        each seen class's generated mean to its prototype); with the RTNet, the augmented
+        embeddings around the prototypes (u~_c) and around the client's training embeddings
+        (u~), and how far the RTNet moves an embedding, ||s_t phi|| / ||u||."""
+        head, model = self.job.model.head, self.job.model
+        model.eval()
         self.generator.eval()
+        self.rtnet.eval()
         labels = cyclic_labels(self.num_classes, 256, 0).to(self.prototypes.device)
         v = self.generator(self.noise(len(labels)), labels)
-        accuracy = float((head(v).argmax(1) == labels).float().mean())
         seen = [c for c in range(self.num_classes) if self.seen[c]]
         gaps = [float((v[labels == c].mean(0) - self.prototypes[c]).norm()) for c in seen]
-        return {"personalized_fraug_generated_accuracy": accuracy,
-                "personalized_fraug_generated_to_prototype": sum(gaps) / max(len(gaps), 1)}
+        out = {"personalized_fraug_generated_accuracy": _accuracy(head(v), labels),
+               "personalized_fraug_generated_to_prototype": sum(gaps) / max(len(gaps), 1)}
+        if self.p.use_rtnet:
+            x, y = self.job.data.x_train, self.job.data.y_train
+            u = model.body(x)
+            shift = scale * self.rtnet(self.generator(self.noise(len(y)), y), y)
+            keep = self.seen[labels]
+            around = self.prototypes[labels] + scale * self.rtnet(v, labels)
+            out.update({"personalized_fraug_augmented_accuracy": _accuracy(head(u + shift), y),
+                        "personalized_fraug_prototype_augmented_accuracy": _accuracy(head(around[keep]), labels[keep]),
+                        "personalized_fraug_rtnet_shift": float(shift.norm(dim=1).mean() / u.norm(dim=1).mean())})
+        return out
 
     def store(self) -> None:
         state = self.job.context.state
@@ -174,10 +188,7 @@ def local_update(params: FRAugParams) -> Mod:
         steps = s.local_epochs * math.ceil(len(x) / s.batch_size)
         losses, batch = [], (job.server_round - 1) * steps  # the cyclic labels' running offset
         for _ in range(s.local_epochs):
-            order = torch.randperm(len(x), generator=job.generator).to(x.device)
-            for start in range(0, len(x), s.batch_size):
-                idx = order[start:start + s.batch_size]
-                xb, yb = x[idx], y[idx]
+            for xb, yb in batches(x, y, s, job.generator):
                 labels = cyclic_labels(work.num_classes, len(yb), batch * s.batch_size).to(yb.device)
                 batch += 1
                 model.train()
@@ -203,10 +214,14 @@ def local_update(params: FRAugParams) -> Mod:
                     if params.use_rtnet:
                         work.step_rtnet(u.detach(), yb, labels, scale)
         job.loss = sum(losses) / max(len(losses), 1)
-        job.metrics.update({"fraug_lambda": lam, **work.diagnostics()})
+        job.metrics.update({"fraug_lambda": lam, **work.diagnostics(scale)})
         work.store()
 
     return mod
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
 
 
 class FRAugClient(ClientHalf):
