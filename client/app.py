@@ -36,12 +36,25 @@ def _mods(halves: list[ClientHalf], job: Job, phase: str) -> list[Mod]:
             for mod in getattr(half, f"{phase}_mods")(half.params(job.config), job)]
 
 
-def build_client_app(scenario: Scenario | None = None) -> ClientApp:
+class _BuiltClientApp(ClientApp):
+    """A ClientApp that pickles as the recipe that built it. Flower's Ray backend pickles
+    the app with every message; its handlers are closures, which cloudpickle would copy
+    by value each time (about half of the driver's CPU in a small simulation)."""
+
+    def __init__(self, scenario: Scenario | None, halves: list[ClientHalf]) -> None:
+        super().__init__()
+        self._recipe = (scenario, halves)
+
+    def __reduce__(self):
+        return build_client_app, self._recipe
+
+
+def build_client_app(scenario: Scenario | None = None, halves: list[ClientHalf] | None = None) -> ClientApp:
     """A ClientApp bound to ``scenario``, or reading it from the run config if None. It
     serves the client halves registered when it is built (they travel with it to Ray's
     workers, also those a user registered at run time)."""
-    app = ClientApp()
-    halves = client_halves()
+    halves = client_halves() if halves is None else halves
+    app = _BuiltClientApp(scenario, halves)
 
     @app.query()
     def roster(message: Message, context: Context) -> Message:

@@ -219,3 +219,31 @@ def test_bad_tag_is_a_one_line_error(capsys):
 
     assert main(["run", str(REPO / "sims" / "quickstart.toml"), "--tag", "novalue"]) == EXIT_BAD_INPUT
     assert "--tag 'novalue': expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_client_app_pickles_as_its_recipe_and_serves_the_same_replies():
+    """Flower's Ray backend pickles the ClientApp with every message: ours travels as
+    (scenario, client halves), not as closures, and the copy answers as the original."""
+    import pickle
+
+    from flwr.app import Context, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from flowerbed.client.app import build_client_app
+    from flowerbed.sims.config import parse_scenario
+
+    scenario = parse_scenario({"rounds": 1, "dataset": {"name": "digits"}, "model": {"name": "mlp"},
+                               "strategy": {"name": "fedavg"},
+                               "partition": {"kind": "iid", "num_clients": 2}})
+    app = build_client_app(scenario)
+    copy = pickle.loads(pickle.dumps(app))  # plain pickle: it cannot pickle a closure
+    assert copy is not app and copy._recipe[0] == scenario
+
+    def reply(client_app):
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+        message = Message(RecordDict(), dst_node_id=7, message_type="query")
+        context = Context(run_id=1, node_id=7, node_config={"partition-id": 1, "num-partitions": 2},
+                          state=RecordDict(), run_config={})
+        return dict(client_app(message, context).content["metrics"])
+
+    assert reply(copy) == reply(app) and reply(app)["partition-id"] == 1
