@@ -21,8 +21,8 @@ import argparse
 import sys
 
 import numpy as np
-from results_common import (LABEL, REPO, add_common_arguments, curve, finished_runs, last_and_best, mean_std,
-                            run_labelled, write_page)
+from results_common import (LABEL, REPO, add_common_arguments, finished_runs, last_and_best, mean_std, per_round,
+                            run_labelled, setting_runs, write_page)
 
 from flowerbed.server.cli import quiet_logs
 
@@ -59,11 +59,6 @@ def best_validation(runs: list) -> list[float]:
     return [r.data.metrics.get("personalized_accuracy_best_val", float("nan")) for r in runs]
 
 
-def per_round(uri: str, runs: list, metric: str) -> float:
-    """The mean over runs of the metric's mean over rounds."""
-    return float(np.mean([np.mean(list(curve(uri, r.info.run_id, metric).values())) for r in runs]))
-
-
 def summarize(args: argparse.Namespace) -> str:
     uri, experiment = args.tracking_uri, args.experiment
     lines = ["# FRAug: results", "",
@@ -75,11 +70,9 @@ def summarize(args: argparse.Namespace) -> str:
     grouped = finished_runs(uri, experiment, LABEL)
     for name in args.scenarios:
         path, domains = SCENARIOS[name]
-        runs = {m: [r for r in grouped.get(m, []) if r.data.tags.get("setting") == name] for m in METHODS}
-        runs = {m: rs for m, rs in runs.items() if rs}
+        runs, seeds = setting_runs(grouped, METHODS, name)
         if not runs:
             continue
-        seeds = sorted({int(r.data.tags["seed"]) for rs in runs.values() for r in rs})
         rerun = (f".venv/bin/python bench/fraug_results.py --scenarios {name} --seeds {' '.join(map(str, seeds))} "
                  f"--methods {' '.join(runs)}")
         lines += [f"## {name}: `{path.name}`", "", f"Rerun: `{rerun}`", "",

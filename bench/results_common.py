@@ -65,6 +65,14 @@ def finished_runs(uri: str, experiment: str, tag: str) -> dict[str, list]:
     return grouped
 
 
+def setting_runs(grouped: dict[str, list], methods, setting: str) -> tuple[dict[str, list], list[int]]:
+    """Of :func:`finished_runs`' groups, each method's runs tagged ``setting`` (methods
+    without one left out), and the seeds they cover."""
+    runs = {m: [r for r in grouped.get(m, []) if r.data.tags.get("setting") == setting] for m in methods}
+    runs = {m: rs for m, rs in runs.items() if rs}
+    return runs, sorted({int(r.data.tags["seed"]) for rs in runs.values() for r in rs})
+
+
 def history(uri: str, run_id: str, metric: str) -> dict[int, float]:
     return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, metric)}
 
@@ -81,6 +89,11 @@ def last_and_best(uri: str, runs: list, metric: str) -> tuple[list[float], list[
     curves = [curve(uri, r.info.run_id, metric) for r in runs]
     last = [c[max(c)] if c else float("nan") for c in curves]
     return last, [max(c.values()) if c else float("nan") for c in curves]
+
+
+def per_round(uri: str, runs: list, metric: str) -> float:
+    """The mean over runs of the metric's mean over rounds."""
+    return float(np.mean([np.mean(list(curve(uri, r.info.run_id, metric).values())) for r in runs]))
 
 
 def write_page(output: str, text: str) -> None:

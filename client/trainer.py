@@ -5,6 +5,7 @@ is in :mod:`flowerbed.sims.scoring`."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowerbed.client.augment import translate
+from flowerbed.client.augment import weak
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,18 @@ class TrainSettings:
     proximal_mu: float = 0.0
     # Cross-entropy applied to softmax outputs instead of logits (GGEUR's official loop).
     double_softmax: bool = False
-    # Random translation of each training image by up to this many pixels (0: none).
+    # The weak view of each training image: a random horizontal flip (where flips keep
+    # the class), then a random translation by up to this many pixels (0: none).
     translate_pixels: int = 0
+    hflip: bool = False
+    # Stop a round's local training after this many steps (None: all local_epochs).
+    max_steps: int | None = None
 
     @classmethod
     def from_scenario(cls, client, proximal_mu: float = 0.0, double_softmax: bool = False) -> "TrainSettings":
         return cls(client.local_epochs, client.batch_size, client.lr, client.optimizer,
-                   client.momentum, client.weight_decay, proximal_mu, double_softmax, client.translate_pixels)
+                   client.momentum, client.weight_decay, proximal_mu, double_softmax, client.translate_pixels,
+                   client.hflip, client.max_local_steps)
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
@@ -43,7 +49,7 @@ def batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
     order = torch.randperm(len(x), generator=generator).to(x.device)
     for start in range(0, len(x), settings.batch_size):
         idx = order[start:start + settings.batch_size]
-        yield translate(x[idx], settings.translate_pixels, generator), y[idx]
+        yield weak(x[idx], generator, settings.translate_pixels, settings.hflip), y[idx]
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -53,7 +59,7 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
                            weight_decay=settings.weight_decay)
 
 
-class _Proximal:
+class Proximal:
     """FedProx's term (mu / 2) * ||w - w_global||^2, anchored at the received weights."""
 
     def __init__(self, model: nn.Module, mu: float) -> None:
@@ -83,22 +89,23 @@ def train_local(
     generator: torch.Generator, optimizer: torch.optim.Optimizer | None = None,
     extra: ExtraLoss | None = None,
 ) -> float:
-    """Run ``local_epochs`` of minibatch training in place; returns the mean batch loss.
+    """Run ``local_epochs`` of minibatch training in place (at most ``max_steps`` steps);
+    returns the mean batch loss.
 
     ``x`` (N, *input_shape) float32, ``y`` (N,) int64. Batches are drawn by
     ``generator``, so the same seed gives the same updates.
     """
     model.train()
     optimizer = optimizer or make_optimizer(model.parameters(), settings)
-    proximal = _Proximal(model, settings.proximal_mu)
+    proximal = Proximal(model, settings.proximal_mu)
     losses = []
-    for _ in range(settings.local_epochs):
-        for xb, yb in batches(x, y, settings, generator):
-            logits = model(xb)
-            if settings.double_softmax:
-                logits = logits.softmax(dim=1)
-            loss = proximal(model, F.cross_entropy(logits, yb))
-            losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
+    drawn = itertools.chain.from_iterable(batches(x, y, settings, generator) for _ in range(settings.local_epochs))
+    for xb, yb in itertools.islice(drawn, settings.max_steps):
+        logits = model(xb)
+        if settings.double_softmax:
+            logits = logits.softmax(dim=1)
+        loss = proximal(model, F.cross_entropy(logits, yb))
+        losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
     return sum(losses) / max(len(losses), 1)
 
 
@@ -108,7 +115,7 @@ def train_graph(model: nn.Module, data, settings: TrainSettings,
     training nodes of ``data`` (a GraphData); returns the mean loss."""
     model.train()
     optimizer = optimizer or make_optimizer(model.parameters(), settings)
-    proximal = _Proximal(model, settings.proximal_mu)
+    proximal = Proximal(model, settings.proximal_mu)
     losses = []
     for _ in range(settings.local_epochs):
         logits = model(data.x, data.edge_index)

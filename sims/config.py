@@ -90,6 +90,9 @@ class StrategyConfig(BaseModel):
 
 class ClientConfig(_Section):
     local_epochs: int = Field(default=1, ge=1)
+    # At most this many local steps a round (None: every batch of local_epochs); gives
+    # methods of unequal passes the same step budget.
+    max_local_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=0.05, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -98,6 +101,9 @@ class ClientConfig(_Section):
     # Shift each training image by up to this many pixels, zero-filled (RandomCrop with
     # padding), every method alike; image datasets only. 0: no augmentation.
     translate_pixels: int = Field(default=0, ge=0, le=8)
+    # And flip it left-right with probability 1/2 first (for classes a mirror keeps:
+    # clothes, not digits).
+    hflip: bool = False
     # Keep each client's optimizer state (e.g. Adam's moments) across rounds instead of
     # a fresh optimizer every round (FED-PUB's code does this for every method).
     keep_optimizer: bool = False
@@ -164,9 +170,10 @@ class Scenario(_Section):
         if (self.model.name in GRAPH_MODELS) != (name in GRAPH_DATASETS):
             raise ValueError(f"model.name={self.model.name!r} does not fit dataset.name={name!r}: "
                              f"graphs take {', '.join(GRAPH_MODELS)}, array data the others")
-        if self.client.translate_pixels and name not in IMAGE_DATASETS:
-            raise ValueError(f"client.translate_pixels={self.client.translate_pixels} needs an image dataset "
-                             f"({', '.join(IMAGE_DATASETS)}); dataset.name={name!r} is not one")
+        for key in ("translate_pixels", "hflip"):
+            if getattr(self.client, key) and name not in IMAGE_DATASETS:
+                raise ValueError(f"client.{key}={getattr(self.client, key)} needs an image dataset "
+                                 f"({', '.join(IMAGE_DATASETS)}); dataset.name={name!r} is not one")
         if self.sampling.min_clients > self.partition.num_clients:
             raise ValueError(
                 f"sampling.min_clients={self.sampling.min_clients} exceeds "

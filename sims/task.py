@@ -96,6 +96,15 @@ def client_data(scenario: Scenario, partition_id: int) -> ClientData | GraphData
         data.x_test[split.test], data.y_test[split.test], data.x_train[split.val], data.y_train[split.val])))
 
 
+def hidden_labels(scenario: Scenario, partition_id: int) -> torch.Tensor:
+    """The true labels of client ``partition_id``'s unlabelled rows, in the order of its
+    ``x_unlabeled`` (u,). For analysis only (how accurate were the pseudo-labels); no
+    training path reads them."""
+    data = load_dataset(scenario.dataset)
+    rows = scenario_partition(scenario).clients[partition_id].unlabeled
+    return torch.from_numpy(data.y_train[rows])
+
+
 @functools.lru_cache(maxsize=4)
 def test_data(scenario: Scenario) -> ClientData | GraphData:
     """The held-out test set (array data), or the whole graph with its test mask."""

@@ -4,7 +4,7 @@ with one line each. :func:`resolve_strategy` turns a scenario's ``[strategy]`` i
 the Flower strategy the ServerApp runs.
 """
 
-from flowerbed.strategies import baselines, fedloge, fednova, fedpub, fraug, ggeur
+from flowerbed.strategies import baselines, fedlabel, fedloge, fednova, fedpub, fixmatch, fraug, ggeur
 from flowerbed.strategies.registry import (ADDONS, STRATEGIES, AddonEntry, ResolvedStrategy, StrategyEntry,
                                            client_halves, register, register_addon, resolve_strategy, unregister)
 
@@ -21,4 +21,6 @@ register(fedpub.ENTRY)
 register(fedloge.ENTRY)
 register(fraug.ENTRY)
 register(fednova.ENTRY)
+register(fixmatch.ENTRY)
+register(fedlabel.ENTRY)
 register_addon(ggeur.ENTRY)

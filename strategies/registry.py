@@ -35,6 +35,7 @@ class StrategyEntry:
     params: type[StrategyParams] = NoParams
     client: ClientHalf | None = None  # None: plain local training (FedAvg's client)
     models: tuple[str, ...] | None = None  # model names it needs (None: any)
+    datasets: tuple[str, ...] | None = None  # dataset names it can read (None: any)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ def resolve_strategy(scenario: Scenario) -> ResolvedStrategy:
     entry = STRATEGIES[config.name]
     params = tables[config.name] if config.name in tables else validate_params(config.name, {})
     _check_model(scenario, config.name, entry.models, "strategy.name")
+    if entry.datasets and scenario.dataset.name not in entry.datasets:
+        raise ConfigError(f"strategy.name: {config.name!r} needs dataset.name in {list(entry.datasets)}, "
+                          f"not {scenario.dataset.name!r}")
     addons = []
     for name in config.addons:
         if name not in ADDONS:

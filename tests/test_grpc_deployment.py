@@ -117,10 +117,10 @@ min_clients = {NUM_NODES}
 # FRAug on MNIST + USPS (one domain per SuperNode): G travels with the classifier, each
 # SuperNode keeps its RTNet, prototypes and BatchNorm in its Context.state. One round:
 # each message costs a SuperNode a fresh ClientApp process (see deploy/README.md).
-FRAUG_ROUNDS = 1
+ONE_ROUND = 1
 FRAUG_SCENARIO = f"""
 seed = 0
-rounds = {FRAUG_ROUNDS}
+rounds = {ONE_ROUND}
 [dataset]
 name = "mnist_usps"
 test_fraction = 0.2
@@ -137,6 +137,36 @@ local_epochs = 1
 batch_size = 16
 lr = 0.01
 momentum = 0.5
+[sampling]
+min_clients = {NUM_NODES}
+"""
+
+# FedLabel on USPS with 10% labels: the global teacher arrives with the message, the
+# local one is fitted on the SuperNode; pseudo-label counts come back in the metrics.
+FEDLABEL_SCENARIO = f"""
+seed = 0
+rounds = {ONE_ROUND}
+[dataset]
+name = "usps"
+[partition]
+kind = "dirichlet"
+num_clients = {NUM_NODES}
+alpha = 0.5
+labeled_fraction = 0.1
+[model]
+name = "cnn"
+hidden = 32
+[strategy]
+name = "fedlabel"
+[strategy.fedlabel]
+beta = 0.3
+unlabeled_steps = 2
+[client]
+local_epochs = 1
+batch_size = 16
+lr = 0.05
+momentum = 0.9
+translate_pixels = 2
 [sampling]
 min_clients = {NUM_NODES}
 """
@@ -203,7 +233,7 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     # What the ServerApp logged, on "the SuperLink host".
     assert_mlflow_run(tracking_uri, experiment, num_clients=NUM_NODES, rounds=ROUNDS)
 
-    # More runs on the same federation, unchanged code: FED-PUB, FedLoGe, FedProx+GGEUR, FRAug.
+    # More runs on the same federation, unchanged code: FED-PUB, FedLoGe, FedProx+GGEUR, FRAug, FedLabel.
     def run_scenario(label: str, scenario: str, count: int, rounds: int = ROUNDS):
         name = f"{experiment}-{label}"
         config = write_run_config(tmp_path / f"run-config-{label}.toml", {
@@ -233,7 +263,11 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     assert run.data.metrics["ggeur_augmented_examples"] >= NUM_NODES * 10 * 50
     assert "global_accuracy_domain_mean" in run.data.metrics
 
-    run = run_scenario("fraug", FRAUG_SCENARIO, 5, rounds=FRAUG_ROUNDS)
+    run = run_scenario("fraug", FRAUG_SCENARIO, 5, rounds=ONE_ROUND)
     assert run.data.tags["strategy"] == "fraug" and run.data.params["strategy.fraug.use_rtnet"] == "True"
     assert {"personalized_fraug_generated_accuracy", "personalized_accuracy_mnist",
             "personalized_accuracy_usps", "personalized_val_accuracy"} <= set(run.data.metrics)
+
+    run = run_scenario("fedlabel", FEDLABEL_SCENARIO, 6, rounds=ONE_ROUND)
+    assert run.data.tags["strategy"] == "fedlabel"
+    assert 0.0 < run.data.metrics["pseudo_label_rate"] <= 1.0 and "local_win_rate" in run.data.metrics

@@ -149,14 +149,17 @@ SCENARIO_FILES = sorted((REPO / "sims").glob("*.toml"))
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
 def test_set_strategy_name_works_on_every_scenario_file(path):
     """``--set strategy.name=X`` keeps the file's data, model and client settings; X runs
-    where it supports the model, else a one-line error names the model."""
+    where it supports the model and the dataset, else a one-line error names the key."""
     for name, entry in STRATEGIES.items():
         scenario = load_scenario(path, [f"strategy.name={name!r}"])
-        if entry.models and scenario.model.name not in entry.models:
+        misfit = [(key, value) for key, value, needs in (("model.name", scenario.model.name, entry.models),
+                                                         ("dataset.name", scenario.dataset.name, entry.datasets))
+                  if needs and value not in needs]
+        if misfit:
             with pytest.raises(ConfigError) as info:
                 resolve_strategy(scenario)
-            message = str(info.value)
-            assert "\n" not in message and f"not {scenario.model.name!r}" in message and "model.name" in message
+            message, (key, value) = str(info.value), misfit[0]
+            assert "\n" not in message and f"not {value!r}" in message and key in message
             continue
         resolved = resolve_strategy(scenario)
         assert resolved.entry is entry and resolved.build(seed=0, **SAMPLING) is not None
