@@ -38,6 +38,9 @@ CONNECTION = "flowerbed-test"
 RUN_TIMEOUT_S = 300.0  # the whole federated run, from `flwr run` to "finished"
 NUM_NODES = 2
 ROUNDS = 2
+# The strategies that need no second round to show their state at work run one: every
+# message costs each SuperNode a fresh ClientApp process (see deploy/README.md).
+ONE_ROUND = 1
 
 # FED-PUB on the same two SuperNodes: its per-node messages, client-kept masks and
 # Adam state and functional embeddings, over gRPC. A whole scenario travels in the
@@ -69,7 +72,7 @@ min_clients = {NUM_NODES}
 # FedLoGe and GGEUR (multi-domain: two Office-Caltech domains, one per SuperNode).
 FEDLOGE_SCENARIO = f"""
 seed = 0
-rounds = {ROUNDS}
+rounds = {ONE_ROUND}
 [dataset]
 name = "digits"
 [partition]
@@ -94,7 +97,7 @@ min_clients = {NUM_NODES}
 """
 GGEUR_SCENARIO = f"""
 seed = 0
-rounds = {ROUNDS}
+rounds = {ONE_ROUND}
 [dataset]
 name = "office_caltech10"
 [partition]
@@ -115,9 +118,7 @@ min_clients = {NUM_NODES}
 """
 
 # FRAug on MNIST + USPS (one domain per SuperNode): G travels with the classifier, each
-# SuperNode keeps its RTNet, prototypes and BatchNorm in its Context.state. One round:
-# each message costs a SuperNode a fresh ClientApp process (see deploy/README.md).
-ONE_ROUND = 1
+# SuperNode keeps its RTNet, prototypes and BatchNorm in its Context.state.
 FRAUG_SCENARIO = f"""
 seed = 0
 rounds = {ONE_ROUND}
@@ -251,13 +252,13 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     assert run.data.tags["strategy"] == "fedpub" and run.data.tags["method"] == "fedpub(tau=5.0)"
     assert "fedpub_alpha_self" in run.data.metrics and "personalized_accuracy_trained" in run.data.metrics
 
-    run = run_scenario("fedloge", FEDLOGE_SCENARIO, 3)
+    run = run_scenario("fedloge", FEDLOGE_SCENARIO, 3, rounds=ONE_ROUND)
     assert run.data.tags["strategy"] == "fedloge"
     assert {"global_accuracy_glafr", "personalized_accuracy_glafr"} <= set(run.data.metrics)
 
     # GGEUR's setup phase (statistics up, geometry and prototypes down, augmentation
     # kept in each SuperNode's Context.state) before FedProx's rounds.
-    run = run_scenario("ggeur", GGEUR_SCENARIO, 4)
+    run = run_scenario("ggeur", GGEUR_SCENARIO, 4, rounds=ONE_ROUND)
     assert run.data.params["strategy.ggeur.augment"] == "geometry" and run.data.tags["method"] == "fedprox+ggeur"
     assert run.data.metrics["ggeur_multi_domain"] == 1.0 and run.data.metrics["ggeur_bytes_up"] > 0
     assert run.data.metrics["ggeur_augmented_examples"] >= NUM_NODES * 10 * 50
