@@ -52,10 +52,10 @@ NOTES = """## Reading the tables
 - **The feature shift is real and BatchNorm-shaped** on MNIST + USPS: on R1 FedBN is several points above
   FedAvg (the spec's reference: 84.5 vs 92.1). On Office-Caltech SURF (R2) and Amazon reviews (R3) FedAvg,
   FedBN and FRAug lie within about a point of each other, as the spec expects.
-- **FRAug does not beat FedBN** in any scenario measured here: R1 -1.7 (one of three seeds ends about four
-  points below FedBN), R2 -1.2 and R3 -1.2 (both beyond the seed spread), and R1-10, the regime where a shared
-  generator should matter most (ten clients of 32 images), -1.1. The paper claims a clear gain; the spec's
-  minimal re-implementation measured none either. No option was tuned on the test split.
+- **FRAug does not beat FedBN** in any scenario measured here: R1 -1.7 (one of three seeds ends near 90%,
+  five points below FedBN's run of that seed), R2 -1.2 (about one seed spread), R3 -1.2 (beyond it), and R1-10,
+  the regime where a shared generator should matter most (ten clients of 32 images), -1.1. The paper claims a
+  clear gain; the spec's minimal re-implementation measured none either. No option was tuned on the test split.
 - **What FRAug's classifier is shown** (the diagnostic lines under each table: each client, after its round,
   scores what G and its RTNet make with its own head):
   - With two clients (R1) the Digits form of the generator's loss, CE - lambda_G * MSE(G(z, y), prototype_y),
