@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -50,6 +51,20 @@ def batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
     for start in range(0, len(x), settings.batch_size):
         idx = order[start:start + settings.batch_size]
         yield weak(x[idx], generator, settings.translate_pixels, settings.hflip), y[idx]
+
+
+def round_batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
+                  generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """A round's minibatches: ``local_epochs`` epochs of :func:`batches`, cut after
+    ``max_steps`` (:func:`round_steps` of them)."""
+    epochs = itertools.chain.from_iterable(batches(x, y, settings, generator) for _ in range(settings.local_epochs))
+    return itertools.islice(epochs, settings.max_steps)
+
+
+def round_steps(num: int, settings: TrainSettings) -> int:
+    """How many batches :func:`round_batches` gives for ``num`` samples."""
+    steps = settings.local_epochs * math.ceil(num / settings.batch_size)
+    return steps if settings.max_steps is None else min(steps, settings.max_steps)
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -99,8 +114,7 @@ def train_local(
     optimizer = optimizer or make_optimizer(model.parameters(), settings)
     proximal = Proximal(model, settings.proximal_mu)
     losses = []
-    drawn = itertools.chain.from_iterable(batches(x, y, settings, generator) for _ in range(settings.local_epochs))
-    for xb, yb in itertools.islice(drawn, settings.max_steps):
+    for xb, yb in round_batches(x, y, settings, generator):
         logits = model(xb)
         if settings.double_softmax:
             logits = logits.softmax(dim=1)

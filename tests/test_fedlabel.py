@@ -164,7 +164,7 @@ def test_weak_view_flips_only_where_asked():
 
 
 def test_max_local_steps_stops_training_after_that_many_steps():
-    from flowerbed.client.trainer import TrainSettings, make_optimizer, train_local
+    from flowerbed.client.trainer import TrainSettings, make_optimizer, round_batches, round_steps, train_local
 
     x, y = torch.rand(40, 1, 4, 4), torch.randint(0, 3, (40,))
 
@@ -181,3 +181,8 @@ def test_max_local_steps_stops_training_after_that_many_steps():
     assert run(3)[0] == 3
     assert run(None)[0] == 10 and torch.equal(run(None)[1], run(10)[1])
     assert not torch.equal(run(3)[1], run(None)[1])
+    # Every loop (FRAug's, FedLoGe's) draws through round_batches, whose count round_steps says.
+    for cap in (None, 3, 50):
+        settings = TrainSettings(local_epochs=2, batch_size=8, lr=0.1, max_steps=cap)
+        drawn = list(round_batches(x, y, settings, torch.Generator().manual_seed(0)))
+        assert len(drawn) == round_steps(len(x), settings) == min(10, cap or 10)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowerbed.client.trainer import TrainSettings, batches
+from flowerbed.client.trainer import TrainSettings, round_batches
 
 
 @functools.lru_cache(maxsize=4)
@@ -85,17 +85,16 @@ def train_three_heads(body: nn.Module, psi: nn.Linear, phi: nn.Linear, sse_c: nn
     optimizers = [torch.optim.SGD(p.parameters(), lr=settings.lr, momentum=settings.momentum)
                   for p in (body, psi, phi)]
     losses = []
-    for _ in range(settings.local_epochs):
-        for xb, yb in batches(x, y, settings, generator):
-            z = body(xb)
-            for optimizer, loss in zip(optimizers, (F.cross_entropy(sse_c(z), yb),
-                                                    F.cross_entropy(psi(z.detach()), yb),
-                                                    F.cross_entropy(phi(z.detach()), yb))):
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if optimizer is optimizers[0]:
-                    losses.append(float(loss.detach()))
+    for xb, yb in round_batches(x, y, settings, generator):
+        z = body(xb)
+        for optimizer, loss in zip(optimizers, (F.cross_entropy(sse_c(z), yb),
+                                                F.cross_entropy(psi(z.detach()), yb),
+                                                F.cross_entropy(phi(z.detach()), yb))):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if optimizer is optimizers[0]:
+                losses.append(float(loss.detach()))
     return sum(losses) / max(len(losses), 1)
 
 

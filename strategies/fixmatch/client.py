@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flowerbed.client.mods import Job, Mod, Step, proximal
-from flowerbed.client.trainer import Proximal, train_local
+from flowerbed.client.trainer import Proximal, round_steps, train_local
 from flowerbed.sims import task
 from flowerbed.strategies.contract import ClientHalf
 from flowerbed.strategies.fixmatch.maths import (Tally, Teacher, self_teacher, unlabelled_batches, unlabelled_loss,
@@ -25,7 +25,7 @@ def two_phase_round(job: Job, params: FixMatchParams, teacher_for: Callable[[Job
     extra = job.extra_loss()
     anchor = Proximal(model, s.proximal_mu)  # at the received weights, for the second phase
     labelled = train_local(model, job.data.x_train, job.data.y_train, s, job.generator, optimizer, extra)
-    labelled_steps = min(s.local_epochs * -(-len(job.data.y_train) // s.batch_size), s.max_steps or 1 << 30)
+    labelled_steps = round_steps(len(job.data.y_train), s)
     teacher, tally, losses = teacher_for(job), Tally(), []
     x_u = job.data.x_unlabeled
     for rows in unlabelled_batches(len(x_u), params.unlabeled_batch_size, params.unlabeled_steps, job.generator):

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowerbed.client.mods import Job, Mod, Step
-from flowerbed.client.trainer import batches
+from flowerbed.client.trainer import round_batches, round_steps
 from flowerbed.sims.models import batchnorm_keys
 from flowerbed.strategies.baselines.client import keep_batchnorm
 from flowerbed.strategies.contract import ClientHalf
@@ -185,34 +185,33 @@ def local_update(params: FRAugParams) -> Mod:
         optimizer = job.optimizer or job.new_optimizer()
         extra = job.extra_loss()
         x, y = job.data.x_train, job.data.y_train
-        steps = s.local_epochs * math.ceil(len(x) / s.batch_size)
+        steps = round_steps(len(x), s)
         losses, batch = [], (job.server_round - 1) * steps  # the cyclic labels' running offset
-        for _ in range(s.local_epochs):
-            for xb, yb in batches(x, y, s, job.generator):
-                labels = cyclic_labels(work.num_classes, len(yb), batch * s.batch_size).to(yb.device)
-                batch += 1
-                model.train()
-                u = model.body(xb)
-                loss = F.cross_entropy(head(u), yb)
-                work.update_prototypes(u.detach(), yb)
-                if lam > 0 and len(yb) > 1:
-                    work.generator.eval()
-                    work.rtnet.eval()
-                    with torch.no_grad():
-                        u_c, y_c, u_s = work.synthetic(u.detach(), yb, labels, scale)
-                    synthetic = F.cross_entropy(head(u_s), yb)
-                    if len(y_c):
-                        synthetic = 0.5 * (synthetic + F.cross_entropy(head(u_c), y_c))
-                    loss = (1 - lam) * loss + lam * synthetic
-                total = loss + extra(model) if extra else loss
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                losses.append(float(total.detach()))
-                if len(yb) > 1:  # BatchNorm in G and the RTNet needs two samples
-                    work.step_generator(u.detach(), labels)
-                    if params.use_rtnet:
-                        work.step_rtnet(u.detach(), yb, labels, scale)
+        for xb, yb in round_batches(x, y, s, job.generator):
+            labels = cyclic_labels(work.num_classes, len(yb), batch * s.batch_size).to(yb.device)
+            batch += 1
+            model.train()
+            u = model.body(xb)
+            loss = F.cross_entropy(head(u), yb)
+            work.update_prototypes(u.detach(), yb)
+            if lam > 0 and len(yb) > 1:
+                work.generator.eval()
+                work.rtnet.eval()
+                with torch.no_grad():
+                    u_c, y_c, u_s = work.synthetic(u.detach(), yb, labels, scale)
+                synthetic = F.cross_entropy(head(u_s), yb)
+                if len(y_c):
+                    synthetic = 0.5 * (synthetic + F.cross_entropy(head(u_c), y_c))
+                loss = (1 - lam) * loss + lam * synthetic
+            total = loss + extra(model) if extra else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            losses.append(float(total.detach()))
+            if len(yb) > 1:  # BatchNorm in G and the RTNet needs two samples
+                work.step_generator(u.detach(), labels)
+                if params.use_rtnet:
+                    work.step_rtnet(u.detach(), yb, labels, scale)
         job.loss = sum(losses) / max(len(losses), 1)
         job.metrics.update({"fraug_lambda": lam, **work.diagnostics(scale)})
         work.store()
