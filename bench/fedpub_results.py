@@ -30,8 +30,14 @@ SETTINGS = {
 METHODS = {
     "fedpub": [],
     "fedpub_code_noop": ["strategy.fedpub.regularizers='code_noop'"],
-    # Ablation: the paper's proximal term without the mask L1 (nor the pruning it sets).
+    # Ablation: the paper's proximal term without the mask L1.
     "fedpub_no_l1": ["strategy.fedpub.mask_l1=0.0"],
+    # The lambda1 sweep: the L1 in the loss (the paper's form) and as a proximal step after
+    # each Adam step (decoupled; it prunes only where lr * lambda1 * steps nears 1).
+    **{f"fedpub_loss_{v}": ["strategy.fedpub.mask_l1_form='loss'", f"strategy.fedpub.mask_l1={v}"]
+       for v in ("1e-3", "1e-4", "1e-5")},
+    **{f"fedpub_decoupled_{v}": ["strategy.fedpub.mask_l1_form='decoupled'", f"strategy.fedpub.mask_l1={v}"]
+       for v in ("0.25", "0.5", "1")},
     "fedavg": ["strategy.name='fedavg'", "model.name='gcn'"],
     "fedprox": ["strategy.name='fedprox'", "strategy.fedprox.proximal_mu=0.01", "model.name='gcn'"],
     "fedper": ["strategy.name='fedper'", "model.name='gcn'"],
@@ -70,9 +76,10 @@ NOTES = """## Reading the table
 """
 
 
-def accuracies(uri: str, run_id: str) -> tuple[float, float, float]:
+def accuracies(uri: str, run_id: str) -> tuple[float, ...]:
     """(last-round, best-validation-round) client-mean test accuracy after local training,
-    and the share of pruned mask entries at the last round (NaN without masks)."""
+    and at the last round the share of pruned mask entries, the mean self-weight in
+    alpha and the mean cross-client similarity (NaN where not logged)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -80,15 +87,21 @@ def accuracies(uri: str, run_id: str) -> tuple[float, float, float]:
     val = {m.step: m.value for m in client.get_metric_history(run_id, "personalized_val_accuracy_trained")}
     sparsity = {m.step: m.value for m in client.get_metric_history(run_id, "personalized_mask_sparsity")}
     best = max(val, key=lambda step: (val[step], -step))
-    return test[max(test)], test[best], sparsity[max(sparsity)] if sparsity else float("nan")
+
+    def last(metric: str) -> float:
+        found = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+        return found[max(found)] if found else float("nan")
+
+    return (test[max(test)], test[best], last("personalized_mask_sparsity"), last("fedpub_alpha_self"),
+            last("fedpub_similarity_other"))
 
 
-def collect(uri: str, experiment: str, settings: list[str]) -> dict[tuple[str, str], list[tuple[float, float]]]:
+def collect(uri: str, experiment: str, settings: list[str]) -> dict[tuple[str, str], list[tuple[float, ...]]]:
     """(setting, method) -> [(last, best-val)] of every finished run, in method order."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    found: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    found: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for setting in settings:
         exp = client.get_experiment_by_name(f"{experiment}_{setting}")
         if exp is None:
@@ -128,14 +141,23 @@ def main() -> int:
              "Metric: client-mean accuracy on each client's own test nodes after local training "
              "(FED-PUB's protocol), in %, mean ± std over seeds; at the last round / at the round of "
              "best client-mean validation accuracy.", "",
-             "| setting | method | n | last round | best-val round | mask sparsity (last) | authors' notebook (last / best val) | paper Table 1 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Last round also: mask sparsity (share of mask entries below the prune threshold), alpha's mean "
+             "self-weight (1/K = uniform = FedAvg) and the mean cross-client similarity of the functional "
+             "embeddings.", "",
+             "| setting | method | n | last round | best-val round | mask sparsity | alpha self | similarity "
+             "| authors' notebook (last / best val) | paper Table 1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (setting, method), values in results.items():
         arr = 100 * np.array(values)
-        std = arr.std(axis=0, ddof=1) if len(arr) > 1 else np.zeros(3)
-        sparsity = "–" if np.isnan(arr[:, 2]).all() else f"{np.nanmean(arr[:, 2]):.1f}%"
+        std = arr.std(axis=0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
+
+        def shown(column: int, unit: str = "", scale: float = 1.0) -> str:
+            values = arr[:, column] if column < arr.shape[1] else np.array([np.nan])
+            return "–" if np.isnan(values).all() else f"{np.nanmean(values) * scale:.{1 if unit else 3}f}{unit}"
+
         lines.append(f"| {setting} | {method} | {len(arr)} | {arr[:, 0].mean():.2f} ± {std[0]:.2f} | "
-                     f"{arr[:, 1].mean():.2f} ± {std[1]:.2f} | {sparsity} | {PAPER.get((setting, method), '')} | "
+                     f"{arr[:, 1].mean():.2f} ± {std[1]:.2f} | {shown(2, '%')} | {shown(3, scale=0.01)} | "
+                     f"{shown(4, scale=0.01)} | {PAPER.get((setting, method), '')} | "
                      f"{PAPER_TABLE.get((setting, method), '')} |")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 RECORDED = json.loads((Path(__file__).parent / "data" / "regression_metrics.json").read_text())
 NOT_COMPARED = {"round_seconds", "ggeur_setup_seconds", "bytes_sent", "bytes_received"}
 # Metrics added since the recording (and nothing else new): the clients' accuracy per domain,
-# and on the validation split that the FRAug scenarios now hold out (training rows unchanged).
-ADDED = re.compile(r"personalized_accuracy_(mnist|usps|amazon|webcam|dslr|caltech)$|personalized_val_accuracy$")
+# and on the validation split that the FRAug scenarios now hold out (training rows unchanged);
+# FED-PUB's mean cross-client similarity.
+ADDED = re.compile(r"personalized_accuracy_(mnist|usps|amazon|webcam|dslr|caltech)$|personalized_val_accuracy$"
+                   r"|fedpub_similarity_other$")
 
+PAPER_L1 = ["strategy.fedpub.mask_l1_form='loss'", "strategy.fedpub.mask_l1=1e-3"]
 # Case -> the same run in today's scenario syntax (the recording used the old one,
 # kept in the JSON as "old_overrides").
 CASES = {
@@ -40,10 +43,11 @@ CASES = {
     "quickstart/fedavg+ggeur": ["strategy.addons=['ggeur']"],
     "quickstart/fedavg+ggeur(loop=code)": ["strategy.name='fedavg+ggeur'", "strategy.ggeur.loop='code'"],
     "quickstart/fedper+ggeur": ["strategy.name='fedper+ggeur'"],
-    "fedpub_cora_disjoint10/fedpub": [],
-    "fedpub_cora_disjoint10/fedpub(regularizers=code_noop)": ["strategy.fedpub.regularizers='code_noop'"],
+    # FED-PUB with the L1 in the loss at lambda1 = 1e-3, the default then.
+    "fedpub_cora_disjoint10/fedpub": [*PAPER_L1],
+    "fedpub_cora_disjoint10/fedpub(regularizers=code_noop)": [*PAPER_L1, "strategy.fedpub.regularizers='code_noop'"],
     "fedpub_cora_disjoint10/fedpub(agg_norm=cosine,global_weighting=uniform)": [
-        "strategy.fedpub.agg_norm='cosine'", "strategy.fedpub.global_weighting='uniform'"],
+        *PAPER_L1, "strategy.fedpub.agg_norm='cosine'", "strategy.fedpub.global_weighting='uniform'"],
     "fedpub_cora_disjoint10/fedavg[gcn]": ["strategy.name='fedavg'", "model.name='gcn'"],
     "fedpub_cora_disjoint10/fedprox[gcn]": ["strategy.name='fedprox'", "model.name='gcn'"],
     "fedpub_cora_disjoint10/fedper[gcn]": ["strategy.name='fedper'", "model.name='gcn'"],

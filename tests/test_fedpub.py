@@ -11,7 +11,9 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 
-from flowerbed.strategies.fedpub.maths import aggregation_weights, penalty, proxy_graph, similarity
+from flowerbed.client.mods import Job, compose
+from flowerbed.strategies.fedpub.client import decoupled_l1
+from flowerbed.strategies.fedpub.maths import aggregation_weights, penalty, proxy_graph, similarity, soft_threshold_
 from flowerbed.sims.masked_gcn import MaskedGCN
 from flowerbed.strategies.common import combine
 from flowerbed.strategies.fedpub import FedPub, FedPubParams
@@ -116,6 +118,63 @@ def test_paper_regularisers_produce_gradients_and_code_noop_does_not():
             assert not term.requires_grad
 
 
+def _adam_steps(model: MaskedGCN, steps: int, lr: float, mask_l1: float, form: str) -> None:
+    """``steps`` full-batch Adam steps of CE on a graph whose last three features are
+    always zero (their conv1 mask entries get no cross-entropy gradient)."""
+    x = torch.rand(8, 6)
+    x[:, 3:] = 0
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7]])
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    job = Job(scenario=None, partition_id=0, context=None, config=None, data=None, model=model,
+              optimizer=torch.optim.Adam(model.parameters(), lr=lr))
+
+    def train(job: Job) -> None:
+        for _ in range(steps):
+            job.optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(job.model(x, edge_index), y)
+            if form == "loss":
+                loss = loss + penalty(job.model, {}, mask_l1, 0.0, "paper", with_proximal=False)(job.model)
+            loss.backward()
+            job.optimizer.step()
+
+    compose([decoupled_l1(mask_l1)] if form == "decoupled" else [], train)(job)
+
+
+def test_decoupled_l1_is_adam_on_the_cross_entropy_then_the_soft_threshold():
+    torch.manual_seed(0)
+    plain, hooked = MaskedGCN(6, 3, hidden=4), MaskedGCN(6, 3, hidden=4)
+    hooked.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    _adam_steps(plain, 1, lr=0.01, mask_l1=0.0, form="loss")
+    soft_threshold_(plain.masks(), 0.01 * 0.5)
+    torch.manual_seed(1)
+    _adam_steps(hooked, 1, lr=0.01, mask_l1=0.5, form="decoupled")
+    for a, b in zip(plain.masks(), hooked.masks()):
+        assert torch.allclose(a, b)
+    # Entries without a cross-entropy signal shrink by lr * lambda1 a step, to exactly zero.
+    torch.manual_seed(0)
+    model = MaskedGCN(6, 3, hidden=4)
+    _adam_steps(model, 30, lr=0.01, mask_l1=2.0, form="decoupled")
+    silent = model.conv1.mask.detach()[:, 3:]
+    assert torch.allclose(silent, torch.full_like(silent, 1 - 30 * 0.01 * 2.0))
+    _adam_steps(model, 30, lr=0.01, mask_l1=2.0, form="decoupled")
+    assert (model.conv1.mask.detach()[:, 3:] == 0).all()
+
+
+def test_l1_in_the_loss_moves_silent_masks_by_lr_whatever_lambda1_is():
+    """The mechanism of the paper form's collapse: Adam divides the L1 gradient
+    lambda1 * sign(M) by its own scale, so a mask entry without cross-entropy signal
+    moves by lr a step at lambda1 = 1e-3 and at 1e-5 alike (1 - lr * t on every client)."""
+    paths = []
+    for mask_l1 in (1e-3, 1e-5):
+        torch.manual_seed(0)
+        model = MaskedGCN(6, 3, hidden=4)
+        _adam_steps(model, 20, lr=0.01, mask_l1=mask_l1, form="loss")
+        paths.append(model.conv1.mask.detach()[:, 3:])
+    for silent in paths:  # (Adam's eps = 1e-8 is all that tells the two apart)
+        assert torch.allclose(silent, torch.full_like(silent, 1 - 20 * 0.01), atol=1e-3)
+
+
 def test_masked_gcn_prunes_small_masks_in_eval_mode_only():
     model, _ = _model_and_anchor()
     with torch.no_grad():
@@ -170,3 +229,32 @@ def test_similarity_groups_clients_of_the_same_community_in_simulation(tmp_path)
     assert val[best] == max(val.values())
     assert run.data.metrics["personalized_accuracy_trained_best_val"] == pytest.approx(
         summary.history[best]["personalized_accuracy_trained"])
+
+
+def _sbm_run(tmp_path, rounds: int, fedpub: dict):
+    from inprocess import run_in_process
+    from flowerbed.sims.config import parse_scenario
+
+    return run_in_process(parse_scenario({
+        "seed": 1, "rounds": rounds,
+        "dataset": {"name": "sbm_shift"},
+        "partition": {"kind": "subgraph_overlap", "num_clients": 6, "num_communities": 2,
+                      "clients_per_community": 3},
+        "model": {"name": "masked_gcn", "hidden": 32},
+        "strategy": {"name": "fedpub", "fedpub": {"tau": 10.0, **fedpub}},
+        "client": {"local_epochs": 2, "lr": 0.01, "optimizer": "adam"},
+        "sampling": {"fraction_evaluate": 1.0, "min_clients": 2},
+        "mlflow": {"experiment": "fedpub-prune", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }))[0]
+
+
+def test_the_configured_prune_threshold_is_what_the_model_prunes_at(tmp_path):
+    """Masks start at one and move by at most lr a step: a threshold of 2 prunes every
+    entry, which must show in the reported sparsity and, through the eval-mode model
+    (the functional embedding, the scores), in the accuracy."""
+    default = _sbm_run(tmp_path, 2, {})
+    pruned = _sbm_run(tmp_path, 2, {"prune_threshold": 2.0})
+    assert default.history[2]["personalized_mask_sparsity"] == 0.0
+    assert pruned.history[2]["personalized_mask_sparsity"] == 1.0
+    # With every mask zeroed, the logits are the head's bias: one class for all nodes.
+    assert pruned.history[2]["personalized_accuracy"] != default.history[2]["personalized_accuracy"]

@@ -192,7 +192,7 @@ def test_server_hooks_are_a_protocol_and_flowers_strategies_get_the_defaults():
     plain = FedAvg(**SAMPLING)
     assert not isinstance(plain, ServerHooks) and isinstance(hooks_of(plain), DefaultHooks)
     wrapped = GGEUR(fedpub, GGEURParams())
-    fedpub.last_alpha, fedpub.last_nodes = np.eye(2), [1, 2]
+    fedpub.last_alpha, fedpub.last_similarity, fedpub.last_nodes = np.eye(2), np.eye(2), [1, 2]
     assert wrapped.round_report() == fedpub.round_report()  # the wrapper passes its inner hooks on
     assert wrapped.round_report()[0]["fedpub_alpha_self"] == 1.0
 

@@ -7,9 +7,10 @@ Objective of client i (paper, eq. in §2.2 of the spec)::
     L_i = CE(train nodes) + lambda1 * sum_l ||M_l||_1 + lambda2 * sum_p ||theta_p - theta_bar_p||_2
 
 with masks M (local), non-mask weights theta and the received personalized model
-theta_bar. ``regularizers = "paper"`` makes both terms differentiable; ``"code_noop"``
-computes them on detached tensors as the official code does, so they move the
-reported loss and nothing else.
+theta_bar. ``regularizers = "paper"`` makes both terms act; ``"code_noop"`` computes
+them on detached tensors as the official code does, so they move the reported loss
+and nothing else. The L1 term acts either in the loss (``mask_l1_form = "loss"``) or
+as the proximal step after each optimizer step (``"decoupled"``, :func:`soft_threshold_`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def penalty(model: nn.Module, anchor: dict[str, torch.Tensor], mask_l1: float, p
         return total
 
     return term
+
+
+@torch.no_grad()
+def soft_threshold_(masks: list[torch.Tensor], amount: float) -> None:
+    """M <- sign(M) * max(|M| - amount, 0) in place: the proximal operator of
+    amount * ||M||_1 (one ISTA step of the L1 term, with amount = lr * lambda1)."""
+    for m in masks:
+        m.copy_(m.sign() * (m.abs() - amount).clamp_min(0))
 
 
 def mask_sparsity(model: nn.Module, threshold: float) -> float:

@@ -35,7 +35,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
 from flowerbed.strategies.common import ParamsFedAvg, arrays_of, combine, metrics_of, per_node_messages
-from flowerbed.strategies.fedpub.maths import aggregation_weights
+from flowerbed.strategies.fedpub.maths import aggregation_weights, similarity
 from flowerbed.strategies.fedpub.params import FedPubParams
 
 
@@ -50,12 +50,14 @@ class FedPub(ParamsFedAvg):
         super().__init__(params.model_copy(update={"proxy_seed": proxy_seed}), seed=seed, **fedavg)
         self.personalized: dict[int, ArrayRecord] = {}  # node id -> theta_bar_i
         self.last_alpha: np.ndarray | None = None
+        self.last_similarity: np.ndarray | None = None
         self.last_nodes: list[int] = []
 
     def summary(self) -> None:
         super().summary()
         p = self.params
-        log(INFO, "\t└──> FED-PUB: tau=%s agg_norm=%s regularizers=%s", p.tau, p.agg_norm, p.regularizers)
+        log(INFO, "\t└──> FED-PUB: tau=%s agg_norm=%s regularizers=%s mask_l1=%s (%s) prune_threshold=%s", p.tau,
+            p.agg_norm, p.regularizers, p.mask_l1, p.mask_l1_form, p.prune_threshold)
 
     def _client_config(self, config: ConfigRecord, server_round: int) -> ConfigRecord:
         config = self.with_params(config)
@@ -96,19 +98,24 @@ class FedPub(ParamsFedAvg):
         sizes = np.array([float(metrics_of(r)[self.weighted_by_key]) for r in valid])
         if self.params.global_weighting == "uniform":
             sizes = np.ones_like(sizes)
-        self.last_alpha, self.last_nodes = alpha, nodes
+        self.last_alpha, self.last_similarity, self.last_nodes = alpha, similarity(h), nodes
         for reply in valid:  # a vector, not a metric to average
             del metrics_of(reply)["embedding"]
         metrics = self.train_metrics_aggr_fn([r.content for r in valid], self.weighted_by_key)
         return combine(models, sizes / sizes.sum()), metrics
 
     def round_report(self) -> tuple[dict[str, float], dict[str, Any]]:
-        """Per-round metrics and the alpha matrix (rows and columns in node order)."""
+        """Per-round metrics and the alpha matrix (rows and columns in node order): the
+        mean self-weight alpha_ii (1/K when the weights are uniform, i.e. FedAvg), the
+        largest other weight, and the mean cross-client similarity S_ij, i != j (near
+        1 when the clients' functions have become the same)."""
         if self.last_alpha is None:
             return {}, {}
         alpha = self.last_alpha
-        off = alpha[~np.eye(len(alpha), dtype=bool)]
+        other = ~np.eye(len(alpha), dtype=bool)
+        off = alpha[other]
         metrics = {"fedpub_alpha_self": float(np.diag(alpha).mean()),
-                   "fedpub_alpha_other_max": float(off.max()) if off.size else 0.0}
+                   "fedpub_alpha_other_max": float(off.max()) if off.size else 0.0,
+                   "fedpub_similarity_other": float(self.last_similarity[other].mean()) if off.size else 1.0}
         return metrics, {"alpha": alpha.round(5).tolist(), "nodes": self.last_nodes}
 
