@@ -95,7 +95,7 @@ def centralized(path: Path, overrides: list[str], seed: int, rounds: int | None,
 
 READING = (
     "Reading. On Office-Caltech-LDS, GGEUR lifts FedAvg far above its level (with FedAvg or FedProx, with "
-    "the paper's λ-form as well), to the centralized ceiling or above it. The ablations with the same "
+    "the paper's figure's λ-form as well), to the centralized ceiling or above it. The ablations with the same "
     "per-class targets reach the same accuracy or more: isotropic noise of equal total variance and "
     "even duplication without noise. On this data the gain comes from what GGEUR's multi-domain rule "
     "does besides the geometry (every client gets every class, around the other domains' prototypes, in "
@@ -113,8 +113,8 @@ def summarize(args: argparse.Namespace) -> str:
              "Written by `bench/ggeur_results.py` from the runs in its MLflow experiment; each table says the "
              "command that reruns it. Accuracy in %, mean ± std over seeds; *last* = last round (primary), *best* = best round "
              "(what the official scripts print). Δ = last-round gain over FedAvg. GGEUR defaults: the paper's "
-             "method (`noise_scale = sqrt_eigenvalue` i.e. N(x, Σ_c), all clients pooled, all eigenpairs) with "
-             "correct FedAvg (re-synced, sample-weighted). Ablations use the same per-class targets: "
+             "method with the official code's noise (`noise_scale = sqrt_eigenvalue`, i.e. N(x, Σ_c); the paper's "
+             "figure scales by λ, `fedavg+ggeur-lambda`), all clients pooled, all eigenpairs, with correct FedAvg (re-synced, sample-weighted). Ablations use the same per-class targets: "
              "*isotropic* = noise N(0, trace(Σ_c)/d · I); *resample* = the same anchors, no noise.", ""]
     for name in [*args.scenarios, *(n for n in EXTRA_SUMMARY if n not in args.scenarios)]:
         # (Runs made before the "setting" tag carried it as "scenario".)

@@ -109,9 +109,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     scenario = resolve(args)
     preflight(scenario)
     records = client_stats(scenario)
-    print(format_stats(records, scenario_partition(scenario).class_groups))
+    groups = scenario_partition(scenario).class_groups
+    print(format_stats(records, groups))
     output = Path(args.output or f"{Path(args.scenario).stem}_partition.png")
-    heatmap(records, output, title=f"{Path(args.scenario).name}: {scenario.dataset.name}, {scenario.partition.kind}")
+    heatmap(records, output, title=f"{Path(args.scenario).name}: {scenario.dataset.name}, {scenario.partition.kind}",
+            class_groups=groups)
     print(f"wrote {output}")
     return 0
 

@@ -172,7 +172,7 @@ class RunTracker:
                              "partition/clients.json")
         with tempfile.TemporaryDirectory() as tmp:
             path = heatmap(records, Path(tmp) / "partition.png",
-                           title=f"{self.scenario.dataset.name}, {self.scenario.partition.kind}")
+                           title=f"{self.scenario.dataset.name}, {self.scenario.partition.kind}", class_groups=groups)
             self.client.log_artifact(self.run_id, str(path), "partition")
 
     def log_model(self, model: torch.nn.Module, aggregated: dict[str, torch.Tensor],

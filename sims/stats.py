@@ -76,24 +76,50 @@ def summary_line(records: list[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
-def heatmap(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """PNG heatmap of clients x classes (training samples; nodes for graphs)."""
+def group_columns(num_classes: int, class_groups: dict[str, list[int]] | None) -> tuple[list[int], list[tuple[str, int, int]]]:
+    """The heatmap's column order and its group spans: classes grouped (head, middle,
+    tail, each in class order) and ``(group, first column, end column)`` per non-empty
+    group; without groups, classes in order and no spans."""
+    if not class_groups:
+        return list(range(num_classes)), []
+    order, spans = [], []
+    for name, classes in class_groups.items():
+        if classes:
+            spans.append((name, len(order), len(order) + len(classes)))
+            order += sorted(classes)
+    return order, spans
+
+
+def heatmap(records: list[dict[str, Any]], path: Path, title: str = "",
+            class_groups: dict[str, list[int]] | None = None) -> Path:
+    """PNG heatmap of clients x classes (training samples; nodes for graphs). With class
+    groups (long-tailed data) the colours are on a log scale, as a tail class's 0-30
+    samples vanish on a linear one beside a head class's thousands, and the columns are
+    grouped head / middle / tail with the groups marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import SymLogNorm
 
     counts = np.array([r["labels"] for r in records])
+    order, spans = group_columns(counts.shape[1], class_groups)
+    counts = counts[:, order]
     height = min(12, 1.5 + 0.18 * len(records))
     fig, ax = plt.subplots(figsize=(1.2 + 0.5 * counts.shape[1], height))
-    image = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest")
+    norm = SymLogNorm(linthresh=1.0, vmin=0, vmax=max(int(counts.max()), 1)) if spans else None
+    image = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest", norm=norm)
     ax.set_xlabel("class")
     ax.set_ylabel("client")
-    ax.set_xticks(range(counts.shape[1]))
+    ax.set_xticks(range(counts.shape[1]), [str(c) for c in order])
+    for name, start, end in spans:
+        if start:
+            ax.axvline(start - 0.5, color="white", linewidth=2)
+        ax.text((start + end - 1) / 2, -0.8, name, ha="center", va="bottom", fontsize=8)
     if "domain" in records[0]:
         ax.set_yticks(range(len(records)), [f"{r['client']} {r['domain']}" for r in records])
-    fig.colorbar(image, ax=ax, label="training samples")
-    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="training samples" + (" (log scale)" if spans else ""))
+    ax.set_title(title, fontsize=9, pad=20 if spans else 6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -54,3 +54,15 @@ def test_data_prints_one_line_per_client_and_writes_the_heatmap(name, extra, tmp
         assert "domain" in header
     if name == "fedlabel_usps":
         assert all(int(r.split()[2]) > int(r.split()[1]) for r in rows)  # unlabeled > labelled
+
+
+def test_heatmap_columns_put_each_class_once_in_its_group_span():
+    from flowerbed.sims.stats import group_columns
+
+    groups = {"head": [4, 0], "middle": [2], "tail": [1, 3, 5]}
+    order, spans = group_columns(6, groups)
+    assert sorted(order) == list(range(6))
+    assert spans == [("head", 0, 2), ("middle", 2, 3), ("tail", 3, 6)]
+    for name, start, end in spans:
+        assert set(order[start:end]) == set(groups[name])
+    assert group_columns(3, {}) == ([0, 1, 2], [])
