@@ -36,6 +36,7 @@ from flowerbed.sims.task import client_data, new_model, test_data
 from flowerbed.strategies import resolve_strategy
 
 OC, FMNIST = REPO / "sims" / "ggeur_officecaltech_lds.toml", REPO / "sims" / "ggeur_fmnist_effnet.toml"
+ANISO = REPO / "sims" / "ggeur_anisotropic.toml"
 # name -> (scenario file, overrides, headline metric)
 SCENARIOS = {
     "oc_a0.1": (OC, ["partition.alpha=0.1"], "global_accuracy_domain_mean"),
@@ -43,6 +44,9 @@ SCENARIOS = {
     "fmnist_b0.05": (FMNIST, ["partition.alpha=0.05"], "global_accuracy"),
     "fmnist_b0.1": (FMNIST, ["partition.alpha=0.1"], "global_accuracy"),
     "fmnist_b0.5": (FMNIST, ["partition.alpha=0.5"], "global_accuracy"),
+    # The positive control: a shared, strongly anisotropic class covariance (synthetic).
+    "aniso_a0.1": (ANISO, ["partition.alpha=0.1"], "global_accuracy"),
+    "aniso_a0.5": (ANISO, ["partition.alpha=0.5"], "global_accuracy"),
 }
 DEFAULT_SCENARIOS = ["oc_a0.1", "oc_a0.5", "fmnist_b0.05"]
 # Also summarized when present (fewer methods were run on it).
@@ -59,6 +63,10 @@ METHODS = {
     # The paper's formula; the official training loop.
     "fedavg+ggeur-lambda": ["strategy.name='fedavg+ggeur'", "strategy.ggeur.noise_scale='eigenvalue'"],
     "fedavg+ggeur-codeloop": ["strategy.name='fedavg+ggeur'", "strategy.ggeur.loop='code'"],
+    # The noise-scale sweep: the noise's std times k, for the geometry and isotropic noise.
+    **{f"fedavg+{kind}-x{k}": ["strategy.name='fedavg+ggeur'", f"strategy.ggeur.augment='{augment}'",
+                               f"strategy.ggeur.noise_multiplier={k}"]
+       for kind, augment in (("ggeur", "geometry"), ("isotropic", "isotropic")) for k in ("0.5", "2")},
 }
 DEFAULT_METHODS = list(METHODS)[:8]
 

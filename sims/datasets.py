@@ -128,6 +128,12 @@ def _load_amazon_reviews(root: Path, spec: Any) -> ArrayDataset:
                         AMAZON_DOMAINS, cat(ds_tr), cat(ds_te))
 
 
+def _load_anisotropic_gaussians(root: Path, spec: Any) -> ArrayDataset:
+    from flowerbed.sims.synthetic import anisotropic_gaussians
+
+    return anisotropic_gaussians(spec)
+
+
 def _load_fashion_mnist_features(root: Path, spec: Any) -> ArrayDataset:
     from flowerbed.sims.embeddings import fashion_mnist_embeddings
 
@@ -147,6 +153,7 @@ DATASETS: dict[str, Callable[[Path, Any], Any]] = {
     "citeseer": lambda root, spec: _graph("citeseer", root),
     "sbm": lambda root, spec: _graph("sbm", root),
     "sbm_shift": lambda root, spec: _graph("sbm_shift", root),
+    "anisotropic_gaussians": _load_anisotropic_gaussians,
 }
 GRAPH_DATASETS = ("cora", "citeseer", "sbm", "sbm_shift")
 #: Datasets whose samples are images (C, H, W): the ones an image augmentation fits.

@@ -116,6 +116,17 @@ def test_isotropic_ablation_has_the_same_total_variance_and_resample_none():
     assert not noise(geometry, 10, GGEURParams(augment="resample"), torch.Generator()).any()
 
 
+@pytest.mark.parametrize("augment", ["geometry", "isotropic"])
+def test_noise_multiplier_scales_the_standard_deviation_of_the_same_draws(augment):
+    geometry = _geometry(_anisotropic())
+
+    def draw(k: float) -> torch.Tensor:
+        return noise(geometry, 50, GGEURParams(augment=augment, noise_multiplier=k), torch.Generator().manual_seed(4))
+
+    assert torch.equal(draw(2.0), 2.0 * draw(1.0))
+    assert not draw(0.0).any()
+
+
 def test_single_domain_fills_each_present_class_to_its_target():
     rng = np.random.default_rng(3)
     x = torch.from_numpy(rng.normal(size=(23, 4))).float()
@@ -290,3 +301,21 @@ def test_messages_carry_statistics_only_and_runs_repeat(tmp_path, monkeypatch):
     second = run_in_process(scenario)[0]
     assert first.history[2]["global_accuracy_domain_mean"] == second.history[2]["global_accuracy_domain_mean"]
     assert first.history[2]["train_loss"] == second.history[2]["train_loss"]
+
+
+def test_positive_control_classes_share_one_anisotropic_covariance_and_differ_only_in_quiet_directions():
+    from types import SimpleNamespace
+
+    from flowerbed.sims import synthetic
+
+    data = synthetic.anisotropic_gaussians(SimpleNamespace(train_per_class=4000, test_per_class=1))
+    q, std = synthetic.shared_covariance(np.random.default_rng(synthetic.GENERATOR_SEED))
+    sigma = q @ np.diag(std ** 2) @ q.T
+    means = np.stack([data.x_train[data.y_train == c].mean(axis=0) for c in range(synthetic.CLASSES)])
+    residuals = data.x_train - means[data.y_train]
+    np.testing.assert_allclose(np.cov(residuals, rowvar=False), sigma, atol=0.05 * synthetic.NUISANCE_STD ** 2)
+    nuisance = q[:, :synthetic.NUISANCE]
+    # The means' nuisance components are sampling error only (std 3 / sqrt(4000) ~ 0.05).
+    assert np.abs(means @ nuisance).max() < 0.25
+    assert np.linalg.norm(means @ q[:, synthetic.NUISANCE:], axis=1) == pytest.approx(
+        np.full(synthetic.CLASSES, synthetic.MEAN_NORM), abs=0.05)

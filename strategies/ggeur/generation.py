@@ -8,6 +8,9 @@ For class c with global eigenpairs (lambda_m, xi_m) and an anchor x::
                 s = id    (noise_scale="eigenvalue": the paper's Fig. 3 formula)
     isotropic:  x_new = x + sigma_c * eps,  sigma_c^2 = trace(Sigma_c) / d   (ablation)
     resample:   x_new = x                                                    (ablation)
+
+``noise_multiplier`` k scales the noise of either (k = 0 adds none, as resample; k = 2 doubles
+each draw's standard deviation): the noise-scale sweep.
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ def noise(geometry: ClassGeometry, num: int, settings: GGEURParams, generator: t
     d = geometry.vectors.shape[0]
     if settings.augment == "resample":
         return torch.zeros(num, d, dtype=geometry.vectors.dtype)
+    k = settings.noise_multiplier
     if settings.augment == "isotropic":
         sigma = (geometry.trace / d) ** 0.5
-        return sigma * torch.randn(num, d, generator=generator, dtype=geometry.vectors.dtype)
+        return k * sigma * torch.randn(num, d, generator=generator, dtype=geometry.vectors.dtype)
     scale = geometry.values.clamp(min=0)
     scale = scale.sqrt() if settings.noise_scale == "sqrt_eigenvalue" else scale
     eps = torch.randn(num, len(scale), generator=generator, dtype=geometry.vectors.dtype)
-    return (eps * scale) @ geometry.vectors.T
+    return k * ((eps * scale) @ geometry.vectors.T)
 
 
 def _pick(pool: int, num: int, generator: torch.Generator) -> torch.Tensor:

@@ -21,6 +21,7 @@ class GGEURParams(StrategyParams):
     # "auto": multi-domain when every client reports a domain.
     rule: Literal["auto", "single_domain", "multi_domain"] = "auto"
     noise_scale: Literal["sqrt_eigenvalue", "eigenvalue"] = "sqrt_eigenvalue"  # code: N(x, Sigma); paper fig.: lambda
+    noise_multiplier: float = Field(default=1.0, ge=0)  # scales the noise's std (geometry, isotropic)
     pool_clients: Literal["all", "guide_set"] = "all"  # paper / code (single-domain)
     guide_threshold: float = Field(default=0.8, gt=0, le=1)
     num_eigenpairs: int | None = Field(default=None, ge=1)  # p sent back (None: all d)
