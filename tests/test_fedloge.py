@@ -148,6 +148,13 @@ def test_local_heads_stay_on_the_clients_in_simulation(tmp_path):
                 "global_accuracy_glafr_head", "personalized_accuracy_tail"):
         assert key in last, key
         assert 0.0 <= last[key] <= 1.0
+    # The diagnostics: the clients' feature norm and SSE-C confidence, psi's row norms
+    # (those of the aggregated model the run saved).
+    assert last["personalized_fedloge_feature_norm"] > 0
+    assert 1 / 10 < last["personalized_fedloge_ssec_max_prob"] < 1
+    norms = torch.load(path)["head.weight"].norm(dim=1)
+    assert last["fedloge_psi_norm_min"] == pytest.approx(float(norms.min()), rel=1e-5)
+    assert last["fedloge_psi_norm_max"] == pytest.approx(float(norms.max()), rel=1e-5)
 
 
 def s_model_keys(scenario) -> list[str]:

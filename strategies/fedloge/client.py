@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from flowerbed.client.mods import Job, Mod, Step, group_metrics
 from flowerbed.sims.partitions import scenario_partition
 from flowerbed.strategies.contract import ClientHalf
-from flowerbed.strategies.fedloge.maths import personalized_logits, sse_c_of, train_three_heads
+from flowerbed.strategies.fedloge.maths import feature_diagnostics, personalized_logits, sse_c_of, train_three_heads
 from flowerbed.strategies.fedloge.params import FedLoGeParams
 
 #: Where a client keeps its local head phi_k in ``Context.state``.
@@ -46,6 +46,7 @@ def three_heads(params: FedLoGeParams) -> Mod:
         job.loss = train_three_heads(job.model.body, psi, phi, sse_c, job.data.x_train, job.data.y_train,
                                      job.settings, job.generator)
         job.context.state[PHI] = ArrayRecord({k: v.detach().cpu().clone() for k, v in phi.state_dict().items()})
+        job.metrics.update(feature_diagnostics(job.model.body, sse_c, job.data.x_train))
 
     return mod
 

@@ -98,6 +98,20 @@ def train_three_heads(body: nn.Module, psi: nn.Linear, phi: nn.Linear, sse_c: nn
     return sum(losses) / max(len(losses), 1)
 
 
+@torch.no_grad()
+def feature_diagnostics(body: nn.Module, sse_c: nn.Linear, x: torch.Tensor, limit: int = 1024) -> dict[str, float]:
+    """On up to ``limit`` training samples, eval mode: the mean feature norm ||f_theta(x)||
+    and the mean largest softmax probability of the SSE-C's logits. The SSE-C's class
+    vectors have norm ``etf_norm``, so its logit margins are ~ etf_norm * ||z||: with a
+    small norm the logits stay near uniform until the features grow."""
+    was_training = body.training
+    body.eval()
+    z = body(x[:limit])
+    body.train(was_training)
+    return {"personalized_fedloge_feature_norm": float(z.norm(dim=1).mean()),
+            "personalized_fedloge_ssec_max_prob": float(F.softmax(sse_c(z), dim=1).max(dim=1).values.mean())}
+
+
 def realign_global(psi_weight: torch.Tensor, scale: float = 1.7) -> torch.Tensor:
     """GLA-FR, generic model: every class vector of psi (C, d) rescaled to norm ``scale``."""
     return scale * psi_weight / psi_weight.norm(dim=1, keepdim=True).clamp(min=1e-12)

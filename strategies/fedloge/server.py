@@ -28,8 +28,11 @@ heads (:meth:`FedLoGe.evaluation_variants`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
 from torch import nn
 
 from flowerbed.strategies.common import ParamsFedAvg
@@ -45,9 +48,27 @@ class FedLoGe(ParamsFedAvg):
     def __init__(self, params: FedLoGeParams, *, seed: int = 0, **fedavg: Any) -> None:
         etf_seed = seed if params.etf_seed is None else params.etf_seed
         super().__init__(params.model_copy(update={"etf_seed": etf_seed}), seed=seed, **fedavg)
+        self.psi_norms: np.ndarray | None = None
 
     def sse_c(self, dim: int, num_classes: int) -> nn.Linear:
         return sse_c_of(self.params, dim, num_classes)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None and "head.weight" in arrays:
+            self.psi_norms = np.linalg.norm(arrays["head.weight"].numpy(), axis=1)
+        return arrays, metrics
+
+    def round_report(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """The aggregated psi's class-vector norms ||psi_c|| (C,): their smallest,
+        largest and mean per round (a long tail shows as small tail-class norms, what
+        GLA-FR's realignment equalises), all of them in the round's JSON."""
+        if self.psi_norms is None:
+            return {}, {}
+        norms = self.psi_norms
+        return ({"fedloge_psi_norm_min": float(norms.min()), "fedloge_psi_norm_max": float(norms.max()),
+                 "fedloge_psi_norm_mean": float(norms.mean())}, {"psi_norms": norms.round(5).tolist()})
     def evaluation_variants(self, model: nn.Module) -> dict[str, nn.Module]:
         """The generic models to score besides the plain one (backbone + psi): backbone +
         SSE-C ("ssec") and backbone + GLA-FR's realigned psi ("glafr")."""
