@@ -50,7 +50,7 @@ SCENARIOS = {
 }
 DEFAULT_SCENARIOS = ["oc_a0.1", "oc_a0.5", "fmnist_b0.05"]
 # Also summarized when present (fewer methods were run on it).
-EXTRA_SUMMARY = ["fmnist_b0.1"]
+EXTRA_SUMMARY = ["fmnist_b0.1", "aniso_a0.1", "aniso_a0.5"]
 METHODS = {
     "fedavg": [],
     "fedavg+ggeur": ["strategy.name='fedavg+ggeur'"],
@@ -101,6 +101,28 @@ def centralized(path: Path, overrides: list[str], seed: int, rounds: int | None,
     print(f"{' '.join(tags.values())} seed {seed}: centralized", flush=True)
 
 
+IN_ONE_LINE = (
+    "**In one line.** Reproduced: GGEUR's gain over FedAvg under label skew (Office-Caltech-LDS α = 0.1: "
+    '+23.1 points), and, on a synthetic positive control whose classes share one anisotropic covariance, '
+    'that the geometry itself is what helps (α = 0.5: 95.4 against 91.8 for resampling and 60.5 for '
+    'isotropic noise). Not reproduced: the geometry mattering on the real data (on Office-Caltech '
+    'isotropic noise, plain resampling and any noise scale from 0 to 2x do as well; on Fashion-MNIST '
+    "embeddings GGEUR stays inside FedAvg's seed spread). The default a user gets: the paper's method "
+    "with the official code's N(x, Σ_c) noise and correct FedAvg.")
+
+CONTROL = (
+    'Positive control (`aniso_*`, `sims/ggeur_anisotropic.toml`, synthetic: 10 classes sharing one '
+    'covariance with 8 nuisance directions of std 3 and 56 quiet ones of std 0.3 where the class means '
+    'lie; 20 training samples per class over 10 clients). Here the geometry carries the answer, and GGEUR '
+    'uses it: with the same per-class targets it beats resampling the anchors (α = 0.5: 95.43 ± 1.31 '
+    'against 91.79 ± 1.24; α = 0.1: 81.58 ± 2.33 against 66.27 ± 6.79) and isotropic noise of the same '
+    'total variance, which swamps the quiet directions (60.49 ± 3.66; 43.97 ± 4.65). The gain over FedAvg '
+    'also counts the larger local sets; the ablations are the controlled comparison. Noise scale on '
+    "Office-Caltech α = 0.1 (`-x0.5`, `-x2`: the noise's std times 0.5 or 2; times 0 is `resample`): "
+    'geometry 51.23 (x0) / 51.89 (x0.5) / 51.77 (x1) / 49.74 (x2), isotropic 52.48 (x0.5) / 52.21 (x1) / '
+    "52.33 (x2), all within about one seed spread (2.3-4.6): on that data the noise's shape and size do "
+    'not matter.')
+
 READING = (
     "Reading. On Office-Caltech-LDS, GGEUR lifts FedAvg far above its level (with FedAvg or FedProx, with "
     "the paper's figure's λ-form as well), to the centralized ceiling or above it. The ablations with the same "
@@ -117,7 +139,7 @@ READING = (
 
 def summarize(args: argparse.Namespace) -> str:
     uri, experiment = args.tracking_uri, args.experiment
-    lines = ["# GGEUR: results", "",
+    lines = ["# GGEUR: results", "", IN_ONE_LINE, "",
              "Written by `bench/ggeur_results.py` from the runs in its MLflow experiment; each table says the "
              "command that reruns it. Accuracy in %, mean ± std over seeds; *last* = last round (primary), *best* = best round "
              "(what the official scripts print). Δ = last-round gain over FedAvg. GGEUR defaults: the paper's "
@@ -152,7 +174,7 @@ def summarize(args: argparse.Namespace) -> str:
         compare(experiment, uri, png, group_by=(LABEL,), metrics=(metric,),
                 where=f"tags.setting = '{name}' and tags.{LABEL} != 'local'")
         lines += ["", f"![{name}]({png.name})", ""]
-    lines += [READING, "", "¹ local-only: each client's own model on its own test split (Office-Caltech: its domain's "
+    lines += [READING, "", CONTROL, "", "¹ local-only: each client's own model on its own test split (Office-Caltech: its domain's "
               "whole test split, so comparable; Fashion-MNIST: a label-matched local split, which flatters it).",
               "", "Reference (spec §9, a minimal re-implementation, Office-Caltech α = 0.1, 3 seeds, last round): "
               "FedAvg 32.9, FedAvg+GGEUR 51.2, isotropic 51.2, centralized 49.8, local-only 26.9; α = 0.5: "
