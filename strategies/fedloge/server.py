@@ -69,6 +69,7 @@ class FedLoGe(ParamsFedAvg):
         norms = self.psi_norms
         return ({"fedloge_psi_norm_min": float(norms.min()), "fedloge_psi_norm_max": float(norms.max()),
                  "fedloge_psi_norm_mean": float(norms.mean())}, {"psi_norms": norms.round(5).tolist()})
+
     def evaluation_variants(self, model: nn.Module) -> dict[str, nn.Module]:
         """The generic models to score besides the plain one (backbone + psi): backbone +
         SSE-C ("ssec") and backbone + GLA-FR's realigned psi ("glafr")."""

@@ -29,7 +29,7 @@ def decoupled_l1(mask_l1: float) -> Mod:
     inside :func:`keep_optimizer` (it hooks the job's optimizer)."""
 
     def mod(job: Job, call_next: Step) -> None:
-        masks = {id(p) for name, p in job.model.named_parameters() if "mask" in name}
+        masks = {id(p) for p in job.model.masks()}
 
         def shrink(optimizer, args, kwargs) -> None:
             for group in optimizer.param_groups:
