@@ -72,7 +72,7 @@ def build_client_app(scenario: Scenario | None = None, halves: list[ClientHalf] 
     def train(message: Message, context: Context) -> Message:
         job = job_of(message, context, scenario)
         load_received(job, message)
-        job.settings = TrainSettings.from_scenario(job.scenario.client)
+        job.settings = TrainSettings.from_scenario(job.scenario.client, model=job.model)
         torch.manual_seed(job.seed())
         job.generator = torch.Generator().manual_seed(job.seed())
         mods = [report(count_rounds), report(graph_scores), *_mods(halves, job, "train")]

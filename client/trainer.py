@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,12 +34,28 @@ class TrainSettings:
     hflip: bool = False
     # Stop a round's local training after this many steps (None: all local_epochs).
     max_steps: int | None = None
+    # An epoch's last batch, if smaller than this, joins the batch before it: BatchNorm
+    # cannot normalise one sample in training mode (2 for models with BatchNorm).
+    min_batch: int = 1
 
     @classmethod
-    def from_scenario(cls, client, proximal_mu: float = 0.0, double_softmax: bool = False) -> "TrainSettings":
+    def from_scenario(cls, client, proximal_mu: float = 0.0, double_softmax: bool = False,
+                      model: nn.Module | None = None) -> "TrainSettings":
+        """The scenario's ``[client]`` settings; ``model`` (if given) sets ``min_batch``."""
+        has_batchnorm = model is not None and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                  for m in model.modules())
         return cls(client.local_epochs, client.batch_size, client.lr, client.optimizer,
                    client.momentum, client.weight_decay, proximal_mu, double_softmax, client.translate_pixels,
-                   client.hflip, client.max_local_steps)
+                   client.hflip, client.max_local_steps, 2 if has_batchnorm else 1)
+
+
+def batch_bounds(num: int, settings: TrainSettings) -> list[tuple[int, int]]:
+    """(start, end) of an epoch's batches over ``num`` samples: ``batch_size`` each, a
+    last one below ``min_batch`` merged into the one before."""
+    starts = list(range(0, num, settings.batch_size))
+    if len(starts) > 1 and num - starts[-1] < settings.min_batch:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], num]))
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
@@ -48,8 +63,8 @@ def batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
     """One local epoch's minibatches of (x, y), shuffled and augmented by ``generator``
     (every training loop draws its batches here, so equal seeds give equal batches)."""
     order = torch.randperm(len(x), generator=generator).to(x.device)
-    for start in range(0, len(x), settings.batch_size):
-        idx = order[start:start + settings.batch_size]
+    for start, end in batch_bounds(len(x), settings):
+        idx = order[start:end]
         yield weak(x[idx], generator, settings.translate_pixels, settings.hflip), y[idx]
 
 
@@ -63,7 +78,7 @@ def round_batches(x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
 
 def round_steps(num: int, settings: TrainSettings) -> int:
     """How many batches :func:`round_batches` gives for ``num`` samples."""
-    steps = settings.local_epochs * math.ceil(num / settings.batch_size)
+    steps = settings.local_epochs * len(batch_bounds(num, settings))
     return steps if settings.max_steps is None else min(steps, settings.max_steps)
 
 

@@ -25,7 +25,7 @@ from flowerbed.server.grid import RosterGrid, Traffic
 from flowerbed.server.tracking import RunTracker
 from flowerbed.sims.config import Scenario
 from flowerbed.sims.partitions import scenario_partition
-from flowerbed.sims.scoring import domain_accuracies, group_accuracies, predict, score
+from flowerbed.sims.scoring import domain_accuracies, group_accuracies, score, score_many
 from flowerbed.sims.task import new_model, test_data
 from flowerbed.strategies import ResolvedStrategy, resolve_strategy
 from flowerbed.strategies.contract import ServerHooks, hooks_of
@@ -131,16 +131,10 @@ class RoundHook:
         self.domain_of = {i: c.domain for i, c in enumerate(partition.clients) if c.domain}
         self._round_start = time.perf_counter()
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        # Parameters that clients keep (a head, say) are not in the global arrays.
-        self.model.load_state_dict(arrays.to_torch_state_dict(), strict=False)
-        loss, accuracy = evaluate_global(self.model, self.test)
-        metrics = {"global_accuracy": accuracy, "global_loss": loss}
-        self._score_splits(self.model, "global_accuracy", metrics, domains=True)
-        for name, variant in self.hooks.evaluation_variants(self.model).items():
-            # A strategy's other generic models (other heads on the same body, say).
-            _, metrics[f"global_accuracy_{name}"] = score(variant, self.test)
-            self._score_splits(variant, f"global_accuracy_{name}", metrics)
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        metrics: dict[str, float] = {}
+        if self.scenario.sampling.evaluates(server_round, self.scenario.rounds):
+            metrics.update(self._score_global(arrays))
         traffic = self.grid.take_traffic()
         if server_round == 0:  # a strategy's setup phase before round 1
             metrics.update(self.hooks.setup_report())
@@ -157,7 +151,23 @@ class RoundHook:
                 self.summary.strategy_reports[server_round] = artifact
         self.tracker.log_round(server_round, metrics)
         self._round_start = time.perf_counter()
-        return MetricRecord({"accuracy": accuracy, "loss": loss})
+        if "global_accuracy" not in metrics:
+            return None
+        return MetricRecord({"accuracy": metrics["global_accuracy"], "loss": metrics["global_loss"]})
+
+    def _score_global(self, arrays: ArrayRecord) -> dict[str, float]:
+        """The global model (and a strategy's other generic models: other heads on the
+        same body, say) on the balanced test set, overall and per class group / domain."""
+        # Parameters that clients keep (a head, say) are not in the global arrays.
+        self.model.load_state_dict(arrays.to_torch_state_dict(), strict=False)
+        models = {"": self.model, **self.hooks.evaluation_variants(self.model)}
+        scores = evaluate_global(models, self.test)
+        metrics = {"global_loss": scores[""][0]}
+        for name, (_, accuracy, pred) in scores.items():
+            prefix = f"global_accuracy_{name}" if name else "global_accuracy"
+            metrics[prefix] = accuracy
+            self._score_splits(pred, prefix, metrics, domains=not name)
+        return metrics
 
     def _per_domain(self, traffic: Traffic) -> dict[str, float]:
         """Multi-domain scenarios: the clients' personalized accuracy (each on its own
@@ -171,15 +181,14 @@ class RoundHook:
                 by_domain.setdefault(self.domain_of[partition_id], []).append(reply["accuracy"])
         return {f"personalized_accuracy_{d}": _mean(values) for d, values in sorted(by_domain.items())}
 
-    def _score_splits(self, model: torch.nn.Module, prefix: str, metrics: dict[str, float],
+    def _score_splits(self, pred: torch.Tensor | None, prefix: str, metrics: dict[str, float],
                       domains: bool = False) -> None:
-        """Long-tailed scenarios: accuracy on the head / middle / tail classes; with
-        ``domains``, multi-domain scenarios: accuracy on each domain's test split and
-        their unweighted mean (the multi-domain papers' metric). One prediction serves both."""
+        """From a model's test predictions, long-tailed scenarios: accuracy on the head /
+        middle / tail classes; with ``domains``, multi-domain scenarios: accuracy on each
+        domain's test split and their unweighted mean (the multi-domain papers' metric)."""
         by_domain = domains and len(self.domain_tests) > 1
-        if not (self.class_groups or by_domain):
+        if pred is None or not (self.class_groups or by_domain):
             return
-        pred = predict(model, self.test.x_test)
         if self.class_groups:
             split = group_accuracies(pred, self.test.y_test, self.class_groups)
             metrics.update({f"{prefix}_{group}": acc for group, acc in split.items()})
@@ -188,9 +197,12 @@ class RoundHook:
             metrics.update({f"{prefix}_{d}": acc for d, acc in split.items()})
 
 
-def evaluate_global(model: torch.nn.Module, test) -> tuple[float, float]:
-    """The global model on the held-out test set (a seam for tests to fail a round)."""
-    return score(model, test)
+def evaluate_global(models: dict[str, torch.nn.Module], test) -> dict[str, tuple[float, float, torch.Tensor | None]]:
+    """(loss, accuracy, test predictions) of each generic model on the held-out test set,
+    in one pass over it (a seam for tests to fail a round). Graphs: no predictions."""
+    if hasattr(test, "edge_index"):
+        return {name: (*score(model, test), None) for name, model in models.items()}
+    return score_many(models, test.x_test, test.y_test)
 
 
 def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.stdout,
@@ -208,6 +220,7 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
         tracker.log_partition()
         roster.build_roster(scenario.partition.num_clients, timeout=ROUND_TIMEOUT_S)
         strategy = build_strategy(scenario, resolved)
+        evaluate_on_schedule(strategy, scenario)
         hook = RoundHook(scenario, roster, tracker, summary, strategy)
         result = strategy.start(
             grid=roster,
@@ -225,6 +238,21 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
         tracker.log_model(final, aggregated)
         tracker.log_final(best_validation_summary(tracker.history))
     return summary
+
+
+def evaluate_on_schedule(strategy, scenario: Scenario) -> None:
+    """Wrap the strategy's ``configure_evaluate`` so that clients evaluate only on the
+    rounds ``sampling.evaluate_every`` names (a round without messages costs nothing)."""
+    if scenario.sampling.evaluate_every == 1:
+        return
+    configure = strategy.configure_evaluate
+
+    def configure_evaluate(server_round, arrays, config, grid):
+        if not scenario.sampling.evaluates(server_round, scenario.rounds):
+            return []
+        return configure(server_round, arrays, config, grid)
+
+    strategy.configure_evaluate = configure_evaluate
 
 
 # (validation metric, test metric, summary names): graphs score after training, arrays

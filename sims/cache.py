@@ -1,12 +1,14 @@
 """Where loaders may write: processed graphs, frozen-encoder embeddings.
 
-The data root may be read-only (the project's shared datasets are), so derived files
-go to ``$FLOWERBED_CACHE`` if set, else ``<data root>/.flowerbed-cache`` when the data
-root is writable, else ``~/.cache/flowerbed/cache``.
+Never into the data root: it may be shared and read-only (the project's datasets are),
+and a write permission check says nothing for root, who may write anywhere. Derived files
+go to ``$FLOWERBED_CACHE`` if set, else ``$XDG_CACHE_HOME/flowerbed`` (default
+``~/.cache/flowerbed``), in a folder per data root so two roots never share files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,9 +19,9 @@ def writable_cache(data_root: Path) -> Path:
     chosen = os.environ.get(CACHE_ENV)
     if chosen:
         path = Path(chosen).expanduser()
-    elif os.access(data_root, os.W_OK):
-        path = data_root / ".flowerbed-cache"
     else:
-        path = Path("~/.cache/flowerbed/cache").expanduser()
+        root = Path(data_root).expanduser().resolve()
+        base = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "flowerbed"
+        path = base / f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -117,6 +117,12 @@ class SamplingConfig(_Section):
     fraction_train: float = Field(default=1.0, ge=0, le=1)
     fraction_evaluate: float = Field(default=1.0, ge=0, le=1)
     min_clients: int = Field(default=2, ge=1)
+    # Evaluate (clients and the global test set) before round 1, every this many rounds
+    # and at the last round; a round's training metrics are logged every round.
+    evaluate_every: int = Field(default=1, ge=1)
+
+    def evaluates(self, server_round: int, rounds: int) -> bool:
+        return server_round in (0, rounds) or server_round % self.evaluate_every == 0
 
 
 class MlflowConfig(_Section):

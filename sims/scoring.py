@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowerbed.sims.models import SplitModel
+
 
 def score(model: nn.Module, data, mask: str = "test") -> tuple[float, float]:
     """Loss and accuracy on a client's (or the global) test data."""
@@ -27,19 +29,46 @@ def evaluate_graph(model: nn.Module, data, mask: torch.Tensor) -> tuple[float, f
     return float(F.cross_entropy(logits, target)), float((logits.argmax(1) == target).float().mean())
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``; (0, 0) when empty."""
-    if len(x) == 0:
-        return 0.0, 0.0
-    model.eval()
-    loss_sum, correct = 0.0, 0
+    loss, accuracy, _ = score_many({"": model}, x, y, batch_size)[""]
+    return loss, accuracy
+
+
+@torch.no_grad()
+def score_many(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+               batch_size: int = 2048) -> dict[str, tuple[float, float, torch.Tensor]]:
+    """(loss, accuracy, predictions (N,)) of each model on ``(x, y)``, batch by batch as
+    :func:`evaluate` (so the same numbers). Models that are :class:`SplitModel` instances with
+    the same body weights as the first run that body once a batch: a strategy's other
+    heads on one body (FedLoGe's SSE-C and GLA-FR) cost a matmul, not a forward pass."""
+    first = next(iter(models.values()))
+    for model in models.values():
+        model.eval()
+    shared = {name for name, model in models.items() if _same_body(model, first)}
+    loss_sum = dict.fromkeys(models, 0.0)
+    correct = dict.fromkeys(models, 0)
+    preds: dict[str, list[torch.Tensor]] = {name: [] for name in models}
     for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
-        loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == target).sum())
-    return loss_sum / len(x), correct / len(x)
+        xb, target = x[start:start + batch_size], y[start:start + batch_size]
+        features = first.body(xb) if shared else None
+        for name, model in models.items():
+            logits = model.head(features) if name in shared else model(xb)
+            loss_sum[name] += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct[name] += int((logits.argmax(dim=1) == target).sum())
+            preds[name].append(logits.argmax(1))
+    n = max(len(x), 1)
+    return {name: (loss_sum[name] / n, correct[name] / n,
+                   torch.cat(preds[name]) if preds[name] else torch.empty(0, dtype=torch.long)) for name in models}
+
+
+def _same_body(model: nn.Module, reference: nn.Module) -> bool:
+    """A plain ``head(body(x))`` model whose body holds exactly ``reference``'s body weights."""
+    if not (isinstance(model, SplitModel) and type(model).forward is SplitModel.forward
+            and type(reference).forward is SplitModel.forward):
+        return False
+    mine, theirs = model.body.state_dict(), reference.body.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 @torch.no_grad()

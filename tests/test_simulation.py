@@ -137,11 +137,11 @@ def test_failed_run_is_marked_failed_and_keeps_its_metrics(tracking_uri, monkeyp
     real = server_app.evaluate_global
     calls = []
 
-    def failing(model, test):
+    def failing(models, test):
         calls.append(1)
         if len(calls) == 3:  # round 0, round 1, then fail in round 2
             raise RuntimeError("disk full")
-        return real(model, test)
+        return real(models, test)
 
     monkeypatch.setattr(server_app, "evaluate_global", failing)
     s = scenario(tracking_uri, mlflow={"experiment": "sim-fail", "tracking_uri": tracking_uri})

@@ -74,7 +74,7 @@ def finetune_head(epochs: int) -> Mod:
     client's labelled data (seeded by the round), the body frozen."""
 
     def mod(job: Job, call_next: Step) -> None:
-        settings = TrainSettings.from_scenario(job.scenario.client)
+        settings = TrainSettings.from_scenario(job.scenario.client, model=job.model)
         job.model = finetune(job.model, job.data, settings, HEAD, epochs,
                              torch.Generator().manual_seed(job.seed() + 1))
         call_next(job)
