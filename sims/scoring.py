@@ -38,14 +38,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 @torch.no_grad()
 def score_many(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
                batch_size: int = 2048) -> dict[str, tuple[float, float, torch.Tensor]]:
-    """(loss, accuracy, predictions (N,)) of each model on ``(x, y)``, batch by batch as
-    :func:`evaluate` (so the same numbers). Models that are :class:`SplitModel` instances with
-    the same body weights as the first run that body once a batch: a strategy's other
-    heads on one body (FedLoGe's SSE-C and GLA-FR) cost a matmul, not a forward pass."""
+    """(loss, accuracy, predictions (N,)) of each model on ``(x, y)`` (eval mode, batches
+    of ``batch_size``; (0, 0, empty) when empty). Models that are :class:`SplitModel`
+    instances with the same body weights as the first run that body once a batch: a
+    strategy's other heads on one body (FedLoGe's SSE-C and GLA-FR) cost a matmul, not a
+    forward pass."""
     first = next(iter(models.values()))
     for model in models.values():
         model.eval()
-    shared = {name for name, model in models.items() if _same_body(model, first)}
+    # One model alone gains nothing from sharing: skip the weight comparison.
+    shared = {name for name, model in models.items() if _same_body(model, first)} if len(models) > 1 else set()
     loss_sum = dict.fromkeys(models, 0.0)
     correct = dict.fromkeys(models, 0)
     preds: dict[str, list[torch.Tensor]] = {name: [] for name in models}
