@@ -5,4 +5,4 @@ from flowerbed.strategies.fedloge.params import FedLoGeParams
 from flowerbed.strategies.fedloge.server import FedLoGe
 from flowerbed.strategies.registry import StrategyEntry
 
-ENTRY = StrategyEntry("fedloge", FedLoGe, FedLoGeParams, FedLoGeClient(), models=("mlp", "mlp2", "cnn", "cnn_bn"))
+ENTRY = StrategyEntry("fedloge", FedLoGe, FedLoGeParams, FedLoGeClient(), models=("mlp", "mlp2", "mlp_bn", "cnn", "cnn_bn"))
