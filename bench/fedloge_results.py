@@ -164,7 +164,8 @@ def main() -> int:
              "personalized = GLA-FR's psi^ + phi_k (no test-time mask). Baselines: the global model (generic) "
              "and each client's model (personalized).", ""]
     for name in SETTINGS:
-        runs, seeds = setting_runs(grouped, METHODS, name)
+        runs, seeds = setting_runs(grouped, [*DEFAULT_METHODS, *(m for m in METHODS if m not in DEFAULT_METHODS)],
+                                   name)
         if runs:
             lines += setting_section(args.tracking_uri, name, runs, seeds, args.rounds)
     lines += [REFERENCE, "", EARLIER]

@@ -22,6 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from flowerbed.server.grid import RosterGrid, Traffic
+from flowerbed.server.policy import SkippedRounds, skip_thin_rounds
 from flowerbed.server.tracking import RunTracker
 from flowerbed.sims.config import Scenario
 from flowerbed.sims.partitions import scenario_partition
@@ -29,10 +30,6 @@ from flowerbed.sims.scoring import domain_accuracies, group_accuracies, score, s
 from flowerbed.sims.task import new_model, test_data
 from flowerbed.strategies import ResolvedStrategy, resolve_strategy
 from flowerbed.strategies.contract import ServerHooks, hooks_of
-
-#: How long the server waits for replies in one round before counting them failed.
-ROUND_TIMEOUT_S = 3600.0
-
 
 @dataclass
 class RunSummary:
@@ -66,9 +63,11 @@ def _mean(values: list[float], weights: list[float] | None = None) -> float:
 
 def client_round_metrics(traffic: Traffic) -> dict[str, float]:
     """Round metrics from the clients' replies: losses, personalized accuracies, counts."""
+    # Counted per message type: train without a suffix, evaluate with one.
     out: dict[str, float] = {
         "clients_ok": traffic.ok.get("train", 0),
-        "clients_failed": sum(traffic.failed.values()),
+        "clients_failed": traffic.failed.get("train", 0),
+        "clients_rejected": len(traffic.rejected.get("train", {})),
         "bytes_sent": traffic.bytes_sent,
         "bytes_received": traffic.bytes_received,
     }
@@ -84,6 +83,10 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
         if validated:
             out["personalized_val_accuracy_trained"] = _mean([m["val_accuracy"] for m in validated])
     out.update(_prefixed_means(trained))
+    if "evaluate" in traffic.ok or "evaluate" in traffic.failed or "evaluate" in traffic.rejected:
+        out.update({"clients_ok_evaluate": traffic.ok.get("evaluate", 0),
+                    "clients_failed_evaluate": traffic.failed.get("evaluate", 0),
+                    "clients_rejected_evaluate": len(traffic.rejected.get("evaluate", {}))})
     scored = [m for m in traffic.metrics.get("evaluate", {}).values() if m.get("num-examples", 0) > 0]
     if scored:
         weights = [m["num-examples"] for m in scored]
@@ -109,6 +112,26 @@ def _prefixed_means(replies: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+class RunFailed(RuntimeError):
+    """The run cannot go on: rounds in a row without enough usable updates, or a
+    diverged model."""
+
+
+def run_problem(server_round: int, metrics: dict[str, float], skipped_in_a_row: int,
+                max_skipped: int) -> str | None:
+    """Why a run must end FAILED after this round's ``metrics`` (logged first), or None."""
+    if server_round > 0 and skipped_in_a_row >= max_skipped:
+        return (f"round {server_round}: {skipped_in_a_row} round(s) in a row not applied, too few usable "
+                f"updates (this one: {int(metrics.get('clients_ok', 0))} ok, "
+                f"{int(metrics.get('clients_failed', 0))} failed, {int(metrics.get('clients_rejected', 0))} "
+                "rejected; sampling.min_success_fraction, max_skipped_rounds); see the log and rejected/")
+    for key in ("global_loss", "train_loss"):
+        if key in metrics and not math.isfinite(metrics[key]):
+            return (f"round {server_round}: {key} is {metrics[key]} (training diverged: "
+                    "try a smaller client.lr)")
+    return None
+
+
 class RoundHook:
     """Flower's ``evaluate_fn``: called before round 1 and after every round.
 
@@ -117,8 +140,9 @@ class RoundHook:
     """
 
     def __init__(self, scenario: Scenario, grid: RosterGrid, tracker: RunTracker,
-                 summary: RunSummary, strategy=None) -> None:
+                 summary: RunSummary, strategy=None, skipped: SkippedRounds | None = None) -> None:
         self.scenario = scenario
+        self.skipped = skipped or SkippedRounds()
         self.hooks: ServerHooks = hooks_of(strategy)
         self.grid = grid
         self.tracker = tracker
@@ -140,9 +164,15 @@ class RoundHook:
             metrics.update(self.hooks.setup_report())
         if server_round > 0:
             metrics.update(client_round_metrics(traffic))
+            # A round without any usable update counts as skipped whatever the fraction.
+            metrics["round_applied"] = float(not self.skipped.take(metrics["clients_ok"] == 0))
             metrics.update(self._per_domain(traffic))
             metrics["round_seconds"] = time.perf_counter() - self._round_start
             self.summary.client_metrics[server_round] = traffic.metrics
+            if traffic.rejected:  # which client, why
+                self.tracker.log_dict({kind: {str(k): why for k, why in by.items()}
+                                       for kind, by in traffic.rejected.items()},
+                                      f"rejected/round_{server_round:03d}.json")
             # A strategy's own per-round metrics and matrices.
             extra, artifact = self.hooks.round_report()
             metrics.update(extra)
@@ -150,6 +180,9 @@ class RoundHook:
                 self.tracker.log_dict(artifact, f"strategy/round_{server_round:03d}.json")
                 self.summary.strategy_reports[server_round] = artifact
         self.tracker.log_round(server_round, metrics)
+        if problem := run_problem(server_round, metrics, self.skipped.in_a_row,
+                                  self.scenario.sampling.max_skipped_rounds):
+            raise RunFailed(problem)
         self._round_start = time.perf_counter()
         if "global_accuracy" not in metrics:
             return None
@@ -212,21 +245,22 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
     # Flower samples clients with the module-level `random`: seed it for reproducibility.
     random.seed(scenario.seed)
     torch.manual_seed(scenario.seed)
-    roster = RosterGrid(grid)
+    roster = RosterGrid(grid, max_reply_bytes=int(scenario.sampling.max_reply_mb * 2**20))
     resolved = resolve_strategy(scenario)  # the one place a run's strategy is resolved
     tracker = RunTracker(scenario, resolved, progress=progress, tags=tags, run_name=run_name)
     with tracker.active():
         summary = RunSummary(run_id=tracker.run_id or "", history=tracker.history)
         tracker.log_partition()
-        roster.build_roster(scenario.partition.num_clients, timeout=ROUND_TIMEOUT_S)
+        roster.build_roster(scenario.partition.num_clients, timeout=scenario.sampling.round_timeout_s)
         strategy = build_strategy(scenario, resolved)
         evaluate_on_schedule(strategy, scenario)
-        hook = RoundHook(scenario, roster, tracker, summary, strategy)
+        skipped = skip_thin_rounds(strategy, scenario, roster)
+        hook = RoundHook(scenario, roster, tracker, summary, strategy, skipped)
         result = strategy.start(
             grid=roster,
             initial_arrays=ArrayRecord(new_model(scenario).state_dict()),
             num_rounds=scenario.rounds,
-            timeout=ROUND_TIMEOUT_S,
+            timeout=scenario.sampling.round_timeout_s,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
             evaluate_fn=hook,
@@ -282,14 +316,22 @@ def build_server_app(
     progress: TextIO | None = sys.stdout,
     tags: dict[str, str] | None = None,
     run_name: str | None = None,
+    on_fail: Callable[[BaseException], None] | None = None,
 ) -> ServerApp:
-    """A ServerApp bound to ``scenario``, or reading it from the run config if None."""
+    """A ServerApp bound to ``scenario``, or reading it from the run config if None;
+    ``on_finish`` gets the summary of a finished run, ``on_fail`` the error that ended
+    one (then re-raised)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         resolved = scenario or Scenario.from_run_config(context.run_config)
-        summary = run_server(grid, resolved, progress=progress, tags=tags, run_name=run_name)
+        try:
+            summary = run_server(grid, resolved, progress=progress, tags=tags, run_name=run_name)
+        except Exception as err:
+            if on_fail is not None:
+                on_fail(err)
+            raise
         if on_finish is not None:
             on_finish(summary)
 

@@ -8,7 +8,10 @@ Exit codes: 0 done, 1 the run failed (its MLflow run is marked FAILED), 2 bad in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -37,15 +40,21 @@ def quiet_logs(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (JSON's escapes are TOML's), so that quotes and
+    backslashes in a flag's value reach the config unchanged."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def common_overrides(args: argparse.Namespace) -> list[str]:
     """``--set`` plus the dedicated flags, as overrides."""
     overrides = list(args.set or [])
     if args.tracking_uri:
-        overrides.append(f"mlflow.tracking_uri={args.tracking_uri!r}")
+        overrides.append(f"mlflow.tracking_uri={toml_string(args.tracking_uri)}")
     if args.experiment:
-        overrides.append(f"mlflow.experiment={args.experiment!r}")
+        overrides.append(f"mlflow.experiment={toml_string(args.experiment)}")
     if args.data_root:
-        overrides.append(f"dataset.root={str(Path(args.data_root).resolve())!r}")
+        overrides.append(f"dataset.root={toml_string(str(Path(args.data_root).resolve()))}")
     return overrides
 
 
@@ -74,10 +83,23 @@ def preflight(scenario: Scenario) -> None:
     from flowerbed.sims.datasets import DatasetMissing
     from flowerbed.sims.partitions import PartitionError, scenario_partition
 
+    check_resources(scenario)
     try:
         scenario_partition(scenario)
     except (DatasetMissing, PartitionError) as err:
         raise ConfigError(str(err)) from None
+
+
+def check_resources(scenario: Scenario) -> None:
+    """A client asking for more than this machine has would wait for it forever."""
+    import torch
+
+    cpus = os.cpu_count() or 1
+    if scenario.client.num_cpus > cpus:
+        raise ConfigError(f"client.num_cpus: {scenario.client.num_cpus} but this machine has {cpus} CPUs")
+    if scenario.client.num_gpus > 0 and not torch.cuda.is_available():
+        raise ConfigError(f"client.num_gpus: {scenario.client.num_gpus} but torch sees no GPU here "
+                          "(a CPU build, or no device); set client.num_gpus = 0")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -86,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     preflight(scenario)
     from flowerbed.server.simulate import simulate
 
+    stop_on_signals()
     try:
         summary = simulate(scenario, verbose=args.verbose, tags=tags, run_name=args.run_name)
     except Exception as err:  # noqa: BLE001 - one line for the user; --verbose has the trace
@@ -99,6 +122,30 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{final.get('global_accuracy', float('nan')):.4f}, personalized "
           f"{final.get('personalized_accuracy', float('nan')):.4f}")
     return 0
+
+
+def stop_on_signals() -> None:
+    """SIGINT / SIGTERM end a run at once: its MLflow run marked KILLED (every round
+    logged so far kept), Ray and its workers stopped, exit 130 / 143. Flower's own
+    handling waits for its thread pool, which can hang; a second signal exits at once."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001 - the signal module's signature
+        if getattr(stop, "stopping", False):
+            os._exit(128 + signum)
+        stop.stopping = True  # type: ignore[attr-defined]
+        print(f"flowerbed: {signal.Signals(signum).name}: stopping (again to force)", file=sys.stderr, flush=True)
+        from flowerbed.server.simulate import shutdown_ray
+        from flowerbed.server.tracking import end_open_runs
+
+        for run_id in end_open_runs("KILLED"):
+            print(f"flowerbed: MLflow run {run_id} marked KILLED", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            shutdown_ray()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def cmd_data(args: argparse.Namespace) -> int:

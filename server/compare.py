@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from flowerbed.server.tracking import KIND_TAG
+from flowerbed.server.tracking import KIND_TAG, tracking_client
 
 ACCURACIES = ("global_accuracy", "personalized_accuracy")
 #: Tags a comparison groups runs by unless told otherwise.
@@ -135,7 +135,7 @@ def compare(experiment: str, tracking_uri: str, output: Path, group_by: tuple[st
             metrics: tuple[str, ...] = ACCURACIES, where: str = "", table_output: Path | None = None) -> int:
     """Print the table of ``experiment``'s finished runs (narrowed by the MLflow filter
     ``where``), write the plot to ``output`` and the table to ``table_output``; 2 if no runs."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = tracking_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         print(f"flowerbed: error: --experiment: no experiment named {experiment!r} at {tracking_uri}",

@@ -8,7 +8,9 @@ order, so neither is reproducible. :class:`RosterGrid` wraps the real Grid:
 * ``get_node_ids`` lists nodes in partition order, so a seeded ``random`` samples the
   same partitions every run;
 * ``send_and_receive`` returns replies in partition order and records, per round,
-  the bytes sent and received, the failed replies and each client's metrics.
+  the bytes sent and received, the failed replies and each client's metrics;
+* each reply is checked against the message it answers (:mod:`~flowerbed.server.replies`):
+  a bad one reaches the strategy as an error reply, counted as rejected with its reason.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
+
+from flowerbed.server.replies import REJECTED_CODE, odd_names, rejected_reply, reply_problem
 
 
 def content_bytes(content: RecordDict) -> int:
@@ -34,6 +38,8 @@ class Traffic:
     bytes_received: int = 0
     ok: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
+    # message type -> partition id (or node id if unknown) -> why its reply was rejected
+    rejected: dict[str, dict[int, str]] = field(default_factory=dict)
     # message type -> partition id -> that client's reply metrics
     metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
 
@@ -41,8 +47,10 @@ class Traffic:
 class RosterGrid(Grid):
     """Delegates to ``grid``; see the module docstring for what it adds."""
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, max_reply_bytes: int = 1 << 62) -> None:
         self._grid = grid
+        self.max_reply_bytes = max_reply_bytes
+        self.last_sent = 0  # messages in the last send_and_receive
         self.partition_of: dict[int, int] = {}
         self.num_examples: dict[int, int] = {}
         self._traffic = Traffic()
@@ -81,10 +89,25 @@ class RosterGrid(Grid):
         traffic, self._traffic = self._traffic, Traffic()
         return traffic
 
+    def _checked(self, reply: Message, sent: dict[int, Message]) -> Message:
+        """``reply``, or the error reply that stands for it if it fails the checks."""
+        question = sent.get(reply.metadata.src_node_id)
+        if reply.has_error() or question is None:
+            return reply
+        problem = reply_problem(question, reply, self.max_reply_bytes)
+        return reply if problem is None else self._reject(reply, sent, problem)
+
+    def _reject(self, reply: Message, sent: dict[int, Message], problem: str) -> Message:
+        node = reply.metadata.src_node_id
+        self._traffic.rejected.setdefault(reply.metadata.message_type, {})[self.partition_of.get(node, node)] = problem
+        return rejected_reply(sent[node], problem)
+
     def _record_reply(self, reply: Message) -> None:
         kind = reply.metadata.message_type
         tally = self._traffic
         if reply.has_error():
+            if reply.error.code == REJECTED_CODE:
+                return  # counted as rejected, not failed
             tally.failed[kind] = tally.failed.get(kind, 0) + 1
             return
         tally.ok[kind] = tally.ok.get(kind, 0) + 1
@@ -100,9 +123,14 @@ class RosterGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
+        self.last_sent = len(messages)
         self._traffic.bytes_sent += sum(content_bytes(m.content) for m in messages)
-        replies = sorted(self._grid.send_and_receive(messages, timeout=timeout),
+        sent = {m.metadata.dst_node_id: m for m in messages}
+        replies = sorted((self._checked(r, sent) for r in self._grid.send_and_receive(messages, timeout=timeout)),
                          key=lambda r: self._order(r.metadata.src_node_id))
+        usable = [i for i, r in enumerate(replies) if not r.has_error() and r.metadata.src_node_id in sent]
+        for index, problem in odd_names([replies[i] for i in usable]).items():
+            replies[usable[index]] = self._reject(replies[usable[index]], sent, problem)
         for reply in replies:
             self._record_reply(reply)
         return replies

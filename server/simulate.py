@@ -39,14 +39,32 @@ def simulate(scenario: Scenario, verbose: bool = False, progress: TextIO | None 
     """Simulate ``scenario`` to the end (its MLflow run with extra ``tags``, named
     ``run_name``); returns the run's MLflow id and metrics."""
     summaries: list[RunSummary] = []
+    errors: list[BaseException] = []
+    try:
+        _run(scenario, verbose, progress, tags, run_name, summaries, errors)
+    finally:
+        shutdown_ray()
+    if errors:  # the ServerApp's own error, not Flower's report of it
+        raise errors[0]
+    if not summaries:
+        raise RuntimeError("the simulation ended without finishing its ServerApp")
+    return summaries[0]
+
+
+def shutdown_ray() -> None:
+    """Stop this process's Ray (its actors included), so that no worker outlives the run."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _run(scenario, verbose, progress, tags, run_name, summaries, errors) -> None:
     run_simulation(
         server_app=build_server_app(scenario, on_finish=summaries.append, progress=progress, tags=tags,
-                                    run_name=run_name),
+                                    run_name=run_name, on_fail=errors.append),
         client_app=build_client_app(scenario),
         num_supernodes=scenario.partition.num_clients,
         backend_config=backend_config(scenario, verbose),
         verbose_logging=verbose,
     )
-    if not summaries:
-        raise RuntimeError("the simulation ended without finishing its ServerApp")
-    return summaries[0]

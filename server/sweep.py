@@ -18,7 +18,7 @@ from typing import TextIO
 
 from mlflow.tracking import MlflowClient
 
-from flowerbed.server.tracking import CONFIG_HASH_TAG, config_hash
+from flowerbed.server.tracking import CONFIG_HASH_TAG, config_hash, tracking_client
 from flowerbed.sims.config import Scenario, load_scenario
 from flowerbed.strategies import resolve_strategy
 
@@ -82,7 +82,7 @@ def run_sweep(cells: Sequence[Cell], name: str, progress: TextIO | None = sys.st
     for i, cell in enumerate(cells, 1):
         scenario = cell.scenario
         head = f"[{i}/{len(cells)}] {cell.variant.label} seed {cell.seed}"
-        done = finished_run(MlflowClient(scenario.mlflow.tracking_uri), scenario)
+        done = finished_run(tracking_client(scenario.mlflow.tracking_uri), scenario)
         if done:
             _say(progress, f"{head}: finished already (run {done}), skipped")
             run_ids.append(done)

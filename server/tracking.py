@@ -9,9 +9,12 @@ file store): ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows every r
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +27,7 @@ from typing import Any, TextIO
 import tomli_w
 import torch
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from flowerbed.sims.config import Scenario
@@ -34,6 +38,50 @@ KIND_TAG = "flowerbed.kind"
 MLFLOW_BATCH = 100  # MLflow accepts at most 100 params per log_batch call.
 #: Tag of a run's resolved configuration (tracking settings left out): equal hashes, same run.
 CONFIG_HASH_TAG = "config_hash"
+#: Tags naming the process that logs a run, so a run whose process died can be found.
+HOST_TAG, PID_TAG = "flowerbed.host", "flowerbed.pid"
+#: Runs this process has open (run id -> client), for a signal handler to close.
+_OPEN_RUNS: dict[str, MlflowClient] = {}
+
+
+def end_open_runs(status: str = "KILLED") -> list[str]:
+    """Mark every run this process has open ``status`` (a stop signal's handler); returns their ids."""
+    ended = []
+    for run_id, client in list(_OPEN_RUNS.items()):
+        with contextlib.suppress(Exception):  # the store may be gone too: end what can be ended
+            client.set_terminated(run_id, status=status)
+            ended.append(run_id)
+        _OPEN_RUNS.pop(run_id, None)
+    return ended
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child has exited; only the reaping is missing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc here: kill(pid, 0) answered
+
+
+def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """RUNNING runs of ``experiment_id`` logged from this host by a process that no longer
+    exists (killed with SIGKILL, say): marked FAILED with the tag ``flowerbed.ended``."""
+    found = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = "
+                                                f"'{socket.gethostname()}'")
+    ended = []
+    for run in found:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not process_alive(int(pid)):
+            client.set_tag(run.info.run_id, "flowerbed.ended", f"its process {pid} died; marked FAILED later")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 def config_hash(scenario: Scenario) -> str:
@@ -62,20 +110,47 @@ def artifact_root(tracking_uri: str) -> str | None:
     return (db.resolve().parent / "mlruns").as_uri()
 
 
+def tracking_client(tracking_uri: str) -> MlflowClient:
+    """An MlflowClient whose store exists and is up to date. A SQLite store is created
+    (or its schema upgraded) under a lock, so runs started at once against a fresh
+    database do not race MLflow's schema migration (one of them failed with ``table
+    _alembic_tmp_experiments already exists``). The lock file is in the temporary folder,
+    named after the database's path."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=tracking_uri)
+    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    digest = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"flowerbed-mlflow-{digest}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return MlflowClient(tracking_uri=tracking_uri)  # builds (or upgrades) the store
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it if needed (a run started at the same moment may
+    create it first: then it is read back)."""
     experiment = client.get_experiment_by_name(name)
     if experiment:
         return experiment.experiment_id
     root = artifact_root(client.tracking_uri)
     location = f"{root}/{urllib.parse.quote(name)}" if root else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def format_progress(round_: int, rounds: int, metrics: dict[str, float]) -> str:
     """The live per-round line: round, clients, loss, accuracies, seconds."""
     parts = [f"round {round_:>3}/{rounds}"]
     if "clients_ok" in metrics:
-        parts.append(f"clients {int(metrics['clients_ok'])} ok {int(metrics['clients_failed'])} failed")
+        rejected = f" {int(metrics['clients_rejected'])} rejected" if metrics.get("clients_rejected") else ""
+        parts.append(f"clients {int(metrics['clients_ok'])} ok {int(metrics['clients_failed'])} failed{rejected}")
     for key, label in (("train_loss", "loss"), ("global_accuracy", "global acc"),
                        ("personalized_accuracy", "pers acc")):
         if key in metrics:
@@ -94,7 +169,7 @@ class RunTracker:
         self.strategy = strategy
         self.extra_tags = dict(tags or {})
         self.run_name = run_name
-        self.client = MlflowClient(tracking_uri=scenario.mlflow.tracking_uri)
+        self.client = tracking_client(scenario.mlflow.tracking_uri)
         self.progress = progress
         self.run_id: str | None = None
         self.history: dict[int, dict[str, float]] = {}
@@ -117,11 +192,15 @@ class RunTracker:
             "rounds": str(s.rounds),
             CONFIG_HASH_TAG: config_hash(s),
             "git_commit": git_commit(),
+            HOST_TAG: socket.gethostname(),
+            PID_TAG: str(os.getpid()),
             **self.extra_tags,
         }
+        end_orphaned_runs(self.client, experiment_id)
         name = self.run_name or f"{method}-{s.name or s.dataset.name}-seed{s.seed}"
         run = self.client.create_run(experiment_id, tags=tags, run_name=name)
         self.run_id = run.info.run_id
+        _OPEN_RUNS[self.run_id] = self.client
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
             self._log_config()
@@ -131,7 +210,8 @@ class RunTracker:
             status = RunStatus.to_string(RunStatus.KILLED)
             raise
         finally:
-            self.client.set_terminated(self.run_id, status=status)
+            if _OPEN_RUNS.pop(self.run_id, None) is not None:  # else a stop signal ended it
+                self.client.set_terminated(self.run_id, status=status)
 
     def _log_config(self) -> None:
         values = self.scenario.to_run_config()

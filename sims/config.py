@@ -38,7 +38,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: `rounds = true` or `lr = "0.1"` is an error, not 1 or 0.1 (an int is a float).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelConfig(_Section):
@@ -114,12 +115,20 @@ class ClientConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    fraction_train: float = Field(default=1.0, ge=0, le=1)
+    fraction_train: float = Field(default=1.0, gt=0, le=1)  # 0 would train nobody
     fraction_evaluate: float = Field(default=1.0, ge=0, le=1)
     min_clients: int = Field(default=2, ge=1)
     # Evaluate (clients and the global test set) before round 1, every this many rounds
     # and at the last round; a round's training metrics are logged every round.
     evaluate_every: int = Field(default=1, ge=1)
+    # A client's reply above this size (all its records, MiB) is rejected unaggregated.
+    max_reply_mb: float = Field(default=1024.0, gt=0)
+    # A round in which fewer than this fraction of the sampled clients returned a usable
+    # update is not applied; this many such rounds in a row fail the run.
+    min_success_fraction: float = Field(default=0.5, ge=0, le=1)
+    max_skipped_rounds: int = Field(default=3, ge=1)
+    # How long a round waits for replies before counting the missing ones failed.
+    round_timeout_s: float = Field(default=3600.0, gt=0)
 
     def evaluates(self, server_round: int, rounds: int) -> bool:
         return server_round in (0, rounds) or server_round % self.evaluate_every == 0
@@ -347,7 +356,9 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     if not path.is_file():
         raise ConfigError(f"{path}: scenario file not found")
     try:
-        tree = tomllib.loads(path.read_text())
+        tree = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     tree.setdefault("name", path.stem)

@@ -175,7 +175,7 @@ def _graph(name: str, root: Path):
 class DatasetConfig(BaseModel):
     """A scenario's ``[dataset]`` table; hashable, so loads are cached by it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no bool for a number
     name: Literal[tuple(DATASETS)]  # type: ignore[valid-type]
     # Where datasets live; None: --data-root, $FLOWERBED_DATA_ROOT, ~/.cache/flowerbed.
     root: str | None = None

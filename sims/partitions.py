@@ -30,7 +30,7 @@ class PartitionError(ValueError):
 
 
 class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no bool for a number
     num_clients: int = Field(ge=1, le=100_000)
     # Each client's local test split: this many test samples per training sample of a
     # class, drawn from the held-out test set. None: |test set| / |training set used|.
@@ -71,7 +71,9 @@ class LongtailDirichletPartition(_Base):
 
 def _split_names(value):
     """Domain lists may come as one comma-joined string (Flower's run config)."""
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value) if isinstance(value, list) else value
 
 
 class DomainPartition(_Base):

@@ -43,7 +43,7 @@ def params_key(name: str) -> str:
 class StrategyParams(BaseModel):
     """Base of every strategy's parameters model: unknown keys are errors, values frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no bool for a number
 
     def to_config(self, name: str) -> ConfigRecord:
         """The one config entry that carries these parameters to the client half."""

@@ -27,6 +27,8 @@ import pytest
 import tomli_w
 from mlflow.tracking import MlflowClient
 
+from flowerbed.server.tracking import process_alive
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the virtualenv's bin/: flwr, flower-superlink, ...
 HOST = "127.0.0.1"
@@ -85,20 +87,6 @@ def _signal(pid: int, sig: int, group: bool = False) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours has exited; only the reaping is missing.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 class Processes:
     """Starts processes in their own session, logs each to a file, stops them all."""
 
@@ -138,7 +126,7 @@ class Processes:
                 proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for proc in self.procs:
             _signal(proc.popen.pid, signal.SIGKILL, group=True)
@@ -147,7 +135,7 @@ class Processes:
             except subprocess.TimeoutExpired:
                 pass
         for pid in pids:
-            if _alive(pid):
+            if process_alive(pid):
                 _signal(pid, signal.SIGKILL)
 
     def report(self) -> str:

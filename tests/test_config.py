@@ -67,6 +67,15 @@ BAD = [
     ("strategy.name", "fedpub", "strategy.name: 'fedpub' needs model.name in ['masked_gcn'], not 'mlp'"),
     ("sampling.min_clients", 9, "sampling.min_clients"),
     ("partition.num_clients", 0, "partition.num_clients"),
+    # Strict types: a boolean or a string is not a number, a float not an int.
+    ("rounds", True, "rounds: Input should be a valid integer"),
+    ("client.lr", True, "client.lr: Input should be a valid number"),
+    ("client.lr", "0.1", "client.lr: Input should be a valid number"),
+    ("partition.num_clients", 4.0, "partition.num_clients: Input should be a valid integer"),
+    ("partition.alpha", False, "partition.alpha: Input should be a valid number"),
+    ("strategy.fedprox.proximal_mu", True, "strategy.fedprox.proximal_mu: Input should be a valid number"),
+    ("sampling.fraction_train", 0.0, "sampling.fraction_train: Input should be greater than 0"),
+    ("sampling.max_reply_mb", 0, "sampling.max_reply_mb"),
 ]
 
 
@@ -139,6 +148,38 @@ def test_missing_file_and_bad_toml(tmp_path, capsys):
     broken.write_text("rounds = = 3\n")
     assert main(["run", str(broken)]) == EXIT_BAD_INPUT
     assert "broken.toml" in capsys.readouterr().err
+
+
+def test_non_utf8_file_is_named(tmp_path, capsys):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"rounds = 3\n# \xff\xfe\n")
+    assert main(["run", str(binary)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "binary.toml: not UTF-8" in err
+
+
+@pytest.mark.parametrize("key,value,expected", [("client.num_cpus", 4096, "client.num_cpus: 4096"),
+                                                ("client.num_gpus", 0.5, "client.num_gpus: 0.5")])
+def test_resources_the_machine_lacks_are_refused_before_workers(tmp_path, capsys, key, value, expected):
+    if key == "client.num_gpus":
+        pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
+    code = main(["run", str(_write(tmp_path, edited(key, value))), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert code == EXIT_BAD_INPUT
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_flag_values_reach_the_config_unchanged(tmp_path):
+    from flowerbed.server.cli import build_parser, resolve
+
+    odd = 'it\'s "a\\b" ü'
+    args = build_parser().parse_args(["run", str(_write(tmp_path, BASE)), "--experiment", odd,
+                                      "--tracking-uri", f"sqlite:///{tmp_path}/{odd}.db",
+                                      "--data-root", str(tmp_path / odd)])
+    scenario = resolve(args)
+    assert scenario.mlflow.experiment == odd
+    assert scenario.mlflow.tracking_uri == f"sqlite:///{tmp_path}/{odd}.db"
+    assert scenario.dataset.root == str((tmp_path / odd).resolve())
 
 
 def test_impossible_partition_fails_before_workers(tmp_path, capsys):
