@@ -37,6 +37,7 @@ def quiet_logs(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Flower's run_simulation logs a deprecation notice meant for `flwr run` users.
     logging.getLogger("flwr").setLevel(logging.ERROR)
+    logging.getLogger("flwr").addFilter(no_client_tracebacks)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
@@ -44,6 +45,14 @@ def toml_string(text: str) -> str:
     """``text`` as a TOML basic string (JSON's escapes are TOML's), so that quotes and
     backslashes in a flag's value reach the config unchanged."""
     return json.dumps(text, ensure_ascii=False)
+
+
+def no_client_tracebacks(record: logging.LogRecord) -> bool:
+    """A logging filter: Flower logs a failed client's exception and traceback (about 60
+    lines, twice); flowerbed logs one line per failed reply instead (``--verbose`` keeps
+    Flower's)."""
+    text = str(record.msg)
+    return "Traceback (most recent call last)" not in text and "ClientAppException occurred" not in text
 
 
 def common_overrides(args: argparse.Namespace) -> list[str]:

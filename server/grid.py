@@ -15,6 +15,7 @@ order, so neither is reproducible. :class:`RosterGrid` wraps the real Grid:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,16 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from flowerbed.server.replies import REJECTED_CODE, odd_names, rejected_reply, reply_problem
+
+
+LOG = logging.getLogger("flowerbed")
+
+
+def one_line(reason: str, limit: int = 300) -> str:
+    """The exception line of a failed reply's reason (Flower puts the whole traceback in it)."""
+    lines = [line.strip() for line in reason.removesuffix("'>").splitlines() if line.strip()]
+    last = lines[-1] if lines else "no reason given"
+    return last.removeprefix("Exception ClientAppException occurred. Message: ")[:limit]
 
 
 def content_bytes(content: RecordDict) -> int:
@@ -106,8 +117,12 @@ class RosterGrid(Grid):
         kind = reply.metadata.message_type
         tally = self._traffic
         if reply.has_error():
-            if reply.error.code == REJECTED_CODE:
-                return  # counted as rejected, not failed
+            node = reply.metadata.src_node_id
+            who = f"client {self.partition_of.get(node, f'on node {node}')}"
+            if reply.error.code == REJECTED_CODE:  # counted as rejected, not failed
+                LOG.warning("%s: %s reply %s", who, kind, one_line(reply.error.reason or ""))
+                return
+            LOG.warning("%s failed (%s): %s", who, kind, one_line(reply.error.reason or ""))
             tally.failed[kind] = tally.failed.get(kind, 0) + 1
             return
         tally.ok[kind] = tally.ok.get(kind, 0) + 1

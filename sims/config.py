@@ -44,7 +44,7 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name: Literal[tuple(MODELS)]  # type: ignore[valid-type]
-    hidden: int = Field(default=64, ge=1)
+    hidden: int = Field(default=64, ge=1, le=65536)
 
 
 class StrategyConfig(BaseModel):
@@ -144,7 +144,7 @@ class Scenario(_Section):
 
     # The scenario's name (its file's stem), tagged on every run it makes.
     name: str | None = None
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # numpy's and torch's seeds
     rounds: int = Field(ge=1)
     dataset: DatasetConfig
     partition: PartitionConfig

@@ -204,7 +204,7 @@ def local_test_split(train_labels: np.ndarray, test_labels: np.ndarray, ratio: f
     return np.sort(np.concatenate(picked)) if picked else _empty()
 
 
-def _flwr_split(labels: np.ndarray, rows: np.ndarray, partitioner) -> list[np.ndarray]:
+def _flwr_split(labels: np.ndarray, rows: np.ndarray, partitioner, clients: int) -> list[np.ndarray]:
     """Run a flwr-datasets partitioner over ``rows`` (with their labels); row indices back."""
     from datasets import Dataset
 
@@ -214,7 +214,10 @@ def _flwr_split(labels: np.ndarray, rows: np.ndarray, partitioner) -> list[np.nd
         return [np.sort(partitioner.load_partition(i).with_format("arrow")["row"].to_numpy().astype(np.int64))
                 for i in range(partitioner.num_partitions)]
     except ValueError as err:  # flwr-datasets gives up after its redraws
-        raise PartitionError(f"partition: cannot be made ({err})") from None
+        raise PartitionError(
+            f"partition: {clients} clients cannot each get a share of {len(rows)} samples at this skew; lower "
+            "partition.num_clients or raise partition.alpha (kind = \"dirichlet\": or lower "
+            f"partition.min_partition_size) (flwr-datasets: {err})") from None
 
 
 def _dirichlet_cut(rows_by_class: list[np.ndarray], num_clients: int, alpha: float,
@@ -257,18 +260,18 @@ def _label_skew(data: ArrayDataset, cfg, seed: int) -> tuple[list[np.ndarray], d
     # Rows are shuffled by the seed first so that IID (contiguous shards) depends on it too.
     rows = rng.permutation(len(y))
     if cfg.kind == "iid":
-        return _flwr_split(y, rows, IidPartitioner(num_partitions=n)), {}
+        return _flwr_split(y, rows, IidPartitioner(num_partitions=n), n), {}
     if cfg.kind == "pathological":
         if cfg.classes_per_client > data.num_classes:
             raise PartitionError(f"partition.classes_per_client={cfg.classes_per_client} exceeds "
                                  f"the {data.num_classes} classes")
         return _flwr_split(y, rows, PathologicalPartitioner(
             num_partitions=n, partition_by="label", num_classes_per_partition=cfg.classes_per_client,
-            class_assignment_mode="first-deterministic", shuffle=True, seed=seed)), {}
+            class_assignment_mode="first-deterministic", shuffle=True, seed=seed), n), {}
     if cfg.kind == "dirichlet" and cfg.min_per_class == 0:
         return _flwr_split(y, rows, DirichletPartitioner(
             num_partitions=n, partition_by="label", alpha=cfg.alpha,
-            min_partition_size=cfg.min_partition_size, self_balancing=False, shuffle=True, seed=seed)), {}
+            min_partition_size=cfg.min_partition_size, self_balancing=False, shuffle=True, seed=seed), n), {}
     if cfg.kind == "dirichlet":  # GGEUR: min_per_class of every class first, then Dirichlet
         base: list[list[np.ndarray]] = [[] for _ in range(n)]
         rest = []
@@ -294,7 +297,7 @@ def _label_skew(data: ArrayDataset, cfg, seed: int) -> tuple[list[np.ndarray], d
         lt_rows = rng.permutation(np.concatenate(kept))
         parts = _flwr_split(y, lt_rows, DirichletPartitioner(
             num_partitions=n, partition_by="label", alpha=cfg.alpha, min_partition_size=1,
-            self_balancing=False, shuffle=True, seed=seed))
+            self_balancing=False, shuffle=True, seed=seed), n)
     else:
         parts = _dirichlet_cut(kept, n, cfg.alpha, rng, multinomial=True)
     _check_nonempty(parts, "partition.num_clients")

@@ -76,6 +76,9 @@ BAD = [
     ("strategy.fedprox.proximal_mu", True, "strategy.fedprox.proximal_mu: Input should be a valid number"),
     ("sampling.fraction_train", 0.0, "sampling.fraction_train: Input should be greater than 0"),
     ("sampling.max_reply_mb", 0, "sampling.max_reply_mb"),
+    # Upper bounds: caught here, not by numpy's seeding or the allocator after Ray started.
+    ("seed", 2**64, "seed: Input should be less than or equal to 4294967295"),
+    ("model.hidden", 2**31, "model.hidden: Input should be less than or equal to 65536"),
 ]
 
 
@@ -188,6 +191,14 @@ def test_impossible_partition_fails_before_workers(tmp_path, capsys):
     assert code == EXIT_BAD_INPUT
     assert "partition.classes_per_client" in capsys.readouterr().err
     assert not (tmp_path / "m.db").exists()
+
+
+def test_a_partition_too_fine_for_its_skew_says_what_to_change(tmp_path, capsys):
+    tree = edited("partition", {"kind": "dirichlet", "num_clients": 200, "alpha": 0.3})
+    code = main(["run", str(_write(tmp_path, tree)), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT and len(err.strip().splitlines()) == 1
+    assert "200 clients" in err and "lower partition.num_clients or raise partition.alpha" in err
 
 
 def test_missing_dataset_file_is_named(tmp_path, capsys):
