@@ -5,8 +5,8 @@ many such rounds in a row end the run.
 Wraps the strategy's ``aggregate_train`` on the instance (as
 :func:`~flowerbed.server.app.evaluate_on_schedule` wraps ``configure_evaluate``), so it
 holds for Flower's strategies, flowerbed's and their wrappers alike; a skipped round
-never reaches the strategy's own aggregation, so its state (FED-PUB's per-client models,
-say) does not move either.
+never reaches the strategy's own aggregation, so its state (per-client models, say)
+does not move either.
 """
 
 from __future__ import annotations

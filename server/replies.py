@@ -6,7 +6,7 @@ reply_to=...)``), so every strategy, Flower's own included, leaves it out of the
 aggregate as it does a client that crashed, and the round goes on. The checks:
 
 * each ArrayRecord the server sent comes back with no array it was not sent (a client
-  may keep some, FedPer's head say), each array with the shape and dtype it was sent
+  may keep some, a personal head say), each array with the shape and dtype it was sent
   with (a float16 reply would turn the global model float16; a shape (1,) array would
   broadcast);
 * the replies of one round carry the same array names: one that lacks what the
