@@ -41,7 +41,14 @@ def simulate(scenario: Scenario, verbose: bool = False, progress: TextIO | None 
     summaries: list[RunSummary] = []
     errors: list[BaseException] = []
     try:
-        _run(scenario, verbose, progress, tags, run_name, summaries, errors)
+        run_simulation(
+            server_app=build_server_app(scenario, on_finish=summaries.append, progress=progress, tags=tags,
+                                        run_name=run_name, on_fail=errors.append),
+            client_app=build_client_app(scenario),
+            num_supernodes=scenario.partition.num_clients,
+            backend_config=backend_config(scenario, verbose),
+            verbose_logging=verbose,
+        )
     finally:
         shutdown_ray()
     if errors:  # the ServerApp's own error, not Flower's report of it
@@ -57,14 +64,3 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
-
-
-def _run(scenario, verbose, progress, tags, run_name, summaries, errors) -> None:
-    run_simulation(
-        server_app=build_server_app(scenario, on_finish=summaries.append, progress=progress, tags=tags,
-                                    run_name=run_name, on_fail=errors.append),
-        client_app=build_client_app(scenario),
-        num_supernodes=scenario.partition.num_clients,
-        backend_config=backend_config(scenario, verbose),
-        verbose_logging=verbose,
-    )
