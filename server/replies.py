@@ -8,7 +8,9 @@ aggregate as it does a client that crashed, and the round goes on. The checks:
 * each ArrayRecord the server sent comes back with no array it was not sent (a client
   may keep some, a personal head say), each array with the shape and dtype it was sent
   with (a float16 reply would turn the global model float16; a shape (1,) array would
-  broadcast);
+  broadcast), except that an integer array may answer a floating one: Flower's FedAvg
+  averages BatchNorm's ``num_batches_tracked`` counter into a float, and the client's
+  model holds it as the integer it is;
 * the replies of one round carry the same array names: one that lacks what the
   others carry is rejected (a missing key fails Flower's aggregation for everyone);
 * every floating-point array in the reply is finite (one NaN makes the mean NaN);
@@ -42,7 +44,7 @@ def reply_problem(sent: Message, reply: Message, max_bytes: int) -> str | None:
         for name, array in record.items():
             if expected is not None:
                 want = expected[name]
-                if tuple(array.shape) != tuple(want.shape) or array.dtype != want.dtype:
+                if tuple(array.shape) != tuple(want.shape) or not dtype_fits(array.dtype, want.dtype):
                     return (f"array {key}/{name}: {array.dtype}{list(array.shape)}, "
                             f"sent as {want.dtype}{list(want.shape)}")
             values = array.numpy()
@@ -53,6 +55,13 @@ def reply_problem(sent: Message, reply: Message, max_bytes: int) -> str | None:
         if weight is not None and not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             return f"num-examples = {weight!r}"
     return None
+
+
+def dtype_fits(got: str, sent: str) -> bool:
+    """Whether an array of dtype ``got`` may answer one sent as ``sent`` (see the module)."""
+    if got == sent:
+        return True
+    return np.issubdtype(np.dtype(got), np.integer) and np.issubdtype(np.dtype(sent), np.floating)
 
 
 def odd_names(replies: list[Message]) -> dict[int, str]:

@@ -130,3 +130,26 @@ def test_a_reply_like_the_message_passes():
     sent, reply = _exchange({"w": np.full((2, 3), 0.5, np.float32)})
     assert reply_problem(sent, reply, max_bytes=1 << 30) is None
     assert "max_reply_mb" in reply_problem(sent, reply, max_bytes=8)
+
+
+def test_a_batchnorm_counter_averaged_into_a_float_comes_back_as_its_integer(tmp_path):
+    """Flower's FedAvg averages BatchNorm's int64 ``num_batches_tracked`` into a float64;
+    the client's model holds it as int64 again. Those honest replies pass (they were
+    once all rejected from round 2 on, failing every BatchNorm run)."""
+    scenario = load_scenario(REPO / "sims" / "quickstart.toml", [
+        "rounds=2", "model.name='mlp_bn'", "dataset.name='fashion_mnist'", "client.local_epochs=1",
+        f"mlflow.tracking_uri='sqlite:///{tmp_path / 'mlflow.db'}'"])
+    clients = BadClients(build_client_app(scenario), {})
+    summary = run_server(InProcessGrid(clients, NUM_CLIENTS), scenario, progress=None)
+    counters = [name for name in clients.received[2] if name.endswith("num_batches_tracked")]
+    assert counters and all(clients.received[2][name].dtype == np.float64 for name in counters)
+    assert [summary.history[r]["clients_ok"] for r in (1, 2)] == [NUM_CLIENTS, NUM_CLIENTS]
+    assert summary.history[2]["clients_rejected"] == 0
+
+
+def test_an_integer_array_may_answer_a_float_one_but_not_the_reverse():
+    sent = Message(RecordDict({"arrays": ArrayRecord({"n": Array(np.ones(1, dtype=np.float64))})}),
+                   dst_node_id=1, message_type=MessageType.TRAIN)
+    for dtype, ok in ((np.int64, True), (np.float64, True), (np.float32, False)):
+        reply = Message(RecordDict({"arrays": ArrayRecord({"n": Array(np.ones(1, dtype=dtype))})}), reply_to=sent)
+        assert (reply_problem(sent, reply, max_bytes=1 << 30) is None) is ok
