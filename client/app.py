@@ -20,6 +20,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from flowerbed.client.checkpoint import ClientStates
 from flowerbed.client.mods import (Job, Mod, compose, count_rounds, graph_scores, keep_optimizer, report,
                                    score_step, train_step)
 from flowerbed.client.node import job_of, load_received
@@ -41,20 +42,22 @@ class _BuiltClientApp(ClientApp):
     the app with every message; its handlers are closures, which cloudpickle would copy
     by value each time (about half of the driver's CPU in a small simulation)."""
 
-    def __init__(self, scenario: Scenario | None, halves: list[ClientHalf]) -> None:
-        super().__init__()
-        self._recipe = (scenario, halves)
+    def __init__(self, scenario: Scenario | None, halves: list[ClientHalf], states: ClientStates | None) -> None:
+        super().__init__(mods=[states] if states is not None else None)
+        self._recipe = (scenario, halves, states)
 
     def __reduce__(self):
         return build_client_app, self._recipe
 
 
-def build_client_app(scenario: Scenario | None = None, halves: list[ClientHalf] | None = None) -> ClientApp:
+def build_client_app(scenario: Scenario | None = None, halves: list[ClientHalf] | None = None,
+                     states: ClientStates | None = None) -> ClientApp:
     """A ClientApp bound to ``scenario``, or reading it from the run config if None. It
     serves the client halves registered when it is built (they travel with it to Ray's
-    workers, also those a user registered at run time)."""
+    workers, also those a user registered at run time); with ``states``, each node's
+    kept state is checkpointed there (a simulation that can be resumed)."""
     halves = client_halves() if halves is None else halves
-    app = _BuiltClientApp(scenario, halves)
+    app = _BuiltClientApp(scenario, halves, states)
 
     @app.query()
     def roster(message: Message, context: Context) -> Message:

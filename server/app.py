@@ -18,9 +18,11 @@ from typing import TextIO
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from flowerbed.server.checkpoint import (CHECKPOINT_TAG, Checkpointing, continue_from, rng_state,
+                                         save_server_checkpoint, set_rng_state)
 from flowerbed.server.grid import RosterGrid, Traffic
 from flowerbed.server.policy import SkippedRounds, skip_thin_rounds
 from flowerbed.server.tracking import RunTracker
@@ -136,12 +138,18 @@ class RoundHook:
     """Flower's ``evaluate_fn``: called before round 1 and after every round.
 
     It scores the global model on the balanced test set, gathers the round's client
-    metrics from the grid, and logs the lot to MLflow at ``step = round``.
+    metrics from the grid, logs the lot to MLflow at ``step = round`` and, when due,
+    writes a checkpoint. A resumed run's loop counts from 1 again: the hook numbers
+    its rounds on from the checkpoint's (``offset``).
     """
 
     def __init__(self, scenario: Scenario, grid: RosterGrid, tracker: RunTracker,
-                 summary: RunSummary, strategy=None, skipped: SkippedRounds | None = None) -> None:
+                 summary: RunSummary, strategy=None, skipped: SkippedRounds | None = None,
+                 checkpointing: Checkpointing | None = None) -> None:
         self.scenario = scenario
+        self.checkpointing = checkpointing
+        self.offset = checkpointing.resume_round if checkpointing else 0
+        self._resumed_rng: dict | None = None
         self.skipped = skipped or SkippedRounds()
         self.hooks: ServerHooks = hooks_of(strategy)
         self.grid = grid
@@ -155,7 +163,24 @@ class RoundHook:
         self.domain_of = {i: c.domain for i, c in enumerate(partition.clients) if c.domain}
         self._round_start = time.perf_counter()
 
+    def resume_from(self, checkpoint: dict) -> ArrayRecord:
+        """Restore the strategy, the failure policy and the history from ``checkpoint``;
+        the generators are restored when the loop starts. Returns the global arrays."""
+        node_of = {partition: node for node, partition in self.grid.partition_of.items()}
+        self.hooks.load_state(checkpoint["strategy"], node_of.__getitem__)
+        self.skipped.in_a_row = int(checkpoint["skipped_in_a_row"])
+        self.tracker.history.update(checkpoint["history"])
+        self._resumed_rng = checkpoint["rng"]
+        return ArrayRecord({k: Array(v) for k, v in checkpoint["arrays"].items()})
+
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        server_round += self.offset
+        if self.offset and server_round == self.offset:  # the checkpoint's round, logged already
+            self.grid.take_traffic()  # a setup phase's, run again
+            if self._resumed_rng is not None:  # last: the next draw is round offset + 1's sampling
+                set_rng_state(self._resumed_rng)
+            self._round_start = time.perf_counter()
+            return None
         metrics: dict[str, float] = {}
         if self.scenario.sampling.evaluates(server_round, self.scenario.rounds):
             metrics.update(self._score_global(arrays))
@@ -183,10 +208,26 @@ class RoundHook:
         if problem := run_problem(server_round, metrics, self.skipped.in_a_row,
                                   self.scenario.sampling.max_skipped_rounds):
             raise RunFailed(problem)
+        if self.checkpointing and self.checkpointing.due(server_round, self.scenario.rounds):
+            self._checkpoint(server_round, arrays)
         self._round_start = time.perf_counter()
         if "global_accuracy" not in metrics:
             return None
         return MetricRecord({"accuracy": metrics["global_accuracy"], "loss": metrics["global_loss"]})
+
+    def _checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Everything the rounds after ``server_round`` need (:mod:`~flowerbed.server.checkpoint`);
+        called last in the round, so the generators' state is that of the next draw."""
+        partition_of = self.grid.partition_of
+        save_server_checkpoint(self.checkpointing.folder, {
+            "round": server_round, "run_id": self.tracker.run_id, "scenario": self.scenario.to_dict(),
+            "arrays": {k: v.numpy() for k, v in arrays.items()},
+            "strategy": self.hooks.state(partition_of.__getitem__),
+            "skipped_in_a_row": self.skipped.in_a_row, "history": self.tracker.history,
+            "rng": rng_state(),
+        })
+        # The model so far is an artifact too: a run that stops keeps its latest model.
+        self.tracker.log_arrays(arrays.to_torch_state_dict())
 
     def _score_global(self, arrays: ArrayRecord) -> dict[str, float]:
         """The global model (and a strategy's other generic models: other heads on the
@@ -239,33 +280,46 @@ def evaluate_global(models: dict[str, torch.nn.Module], test) -> dict[str, tuple
 
 
 def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.stdout,
-               tags: dict[str, str] | None = None, run_name: str | None = None) -> RunSummary:
+               tags: dict[str, str] | None = None, run_name: str | None = None,
+               checkpointing: Checkpointing | None = None) -> RunSummary:
     """Run ``scenario``'s strategy over ``grid`` and log it (with extra ``tags``, under
-    ``run_name``); returns what was logged."""
+    ``run_name``), checkpointing as ``checkpointing`` says, or continuing the run its
+    ``resume`` checkpoint is of; returns what was logged."""
     # Flower samples clients with the module-level `random`: seed it for reproducibility.
     random.seed(scenario.seed)
     torch.manual_seed(scenario.seed)
     roster = RosterGrid(grid, max_reply_bytes=int(scenario.sampling.max_reply_mb * 2**20))
     resolved = resolve_strategy(scenario)  # the one place a run's strategy is resolved
-    tracker = RunTracker(scenario, resolved, progress=progress, tags=tags, run_name=run_name)
+    resume = checkpointing.resume if checkpointing else None
+    tracker = RunTracker(scenario, resolved, progress=progress, tags=tags, run_name=run_name,
+                         resume_run_id=resume["run_id"] if resume else None)
     with tracker.active():
         summary = RunSummary(run_id=tracker.run_id or "", history=tracker.history)
-        tracker.log_partition()
+        if checkpointing is not None:
+            tracker.set_tag(CHECKPOINT_TAG, str(checkpointing.folder))
+        if resume is None:
+            tracker.log_partition()
         roster.build_roster(scenario.partition.num_clients, timeout=scenario.sampling.round_timeout_s)
         strategy = build_strategy(scenario, resolved)
         evaluate_on_schedule(strategy, scenario)
         skipped = skip_thin_rounds(strategy, scenario, roster)
-        hook = RoundHook(scenario, roster, tracker, summary, strategy, skipped)
+        hook = RoundHook(scenario, roster, tracker, summary, strategy, skipped, checkpointing)
+        initial = ArrayRecord(new_model(scenario).state_dict())
+        done = 0
+        if resume is not None:
+            initial, done = hook.resume_from(resume), int(resume["round"])
+            continue_from(strategy, done)  # outermost: the wrappers above see the true round
         result = strategy.start(
             grid=roster,
-            initial_arrays=ArrayRecord(new_model(scenario).state_dict()),
-            num_rounds=scenario.rounds,
+            initial_arrays=initial,
+            num_rounds=scenario.rounds - done,
             timeout=scenario.sampling.round_timeout_s,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
             evaluate_fn=hook,
         )
-        aggregated = result.arrays.to_torch_state_dict()
+        # No round applied since the start (or the resume): the arrays it started from.
+        aggregated = (result.arrays if len(result.arrays) else initial).to_torch_state_dict()
         final = new_model(scenario)
         # Parameters that clients keep stay at their initial values here.
         final.load_state_dict(aggregated, strict=False)
@@ -317,6 +371,7 @@ def build_server_app(
     tags: dict[str, str] | None = None,
     run_name: str | None = None,
     on_fail: Callable[[BaseException], None] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> ServerApp:
     """A ServerApp bound to ``scenario``, or reading it from the run config if None;
     ``on_finish`` gets the summary of a finished run, ``on_fail`` the error that ended
@@ -327,7 +382,8 @@ def build_server_app(
     def main(grid: Grid, context: Context) -> None:
         resolved = scenario or Scenario.from_run_config(context.run_config)
         try:
-            summary = run_server(grid, resolved, progress=progress, tags=tags, run_name=run_name)
+            summary = run_server(grid, resolved, progress=progress, tags=tags, run_name=run_name,
+                                 checkpointing=checkpointing)
         except Exception as err:
             if on_fail is not None:
                 on_fail(err)

@@ -93,10 +93,34 @@ def preflight(scenario: Scenario) -> None:
     from flowerbed.sims.partitions import PartitionError, scenario_partition
 
     check_resources(scenario)
+    check_tracking_uri(scenario.mlflow.tracking_uri)
     try:
         scenario_partition(scenario)
     except (DatasetMissing, PartitionError) as err:
         raise ConfigError(str(err)) from None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A store MLflow could not open fails the run only after Ray started (an unreachable
+    server after a long silence): check that its folder exists, or its server answers."""
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
+        folder = Path(uri.removeprefix("sqlite:///")).resolve().parent if uri.startswith("sqlite:///") else None
+        if folder is None or not folder.is_dir():
+            raise ConfigError(f"mlflow.tracking_uri: {uri!r}: no folder {folder} for the SQLite file "
+                              "(write sqlite:///PATH, the folder existing)")
+    elif parsed.scheme in ("http", "https"):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname or "", port), timeout=3).close()
+        except OSError as err:
+            raise ConfigError(f"mlflow.tracking_uri: cannot reach {parsed.hostname}:{port} ({err.strerror or err})") from None
+    elif parsed.scheme not in ("postgresql", "mysql", "mssql", "databricks", "file"):
+        raise ConfigError(f"mlflow.tracking_uri: {uri!r}: unknown store; use sqlite:///FILE, http(s)://HOST:PORT "
+                          "or a database URI (postgresql://...)")
 
 
 def check_resources(scenario: Scenario) -> None:
@@ -112,14 +136,30 @@ def check_resources(scenario: Scenario) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    scenario = resolve(args)
+    checkpointing = None
+    if args.resume:
+        if args.scenario or args.set or args.experiment or args.data_root or args.run_name:
+            raise ConfigError("--resume continues a run as it was configured: give no scenario file, --set, "
+                              "--experiment, --data-root or --run-name")
+        quiet_logs(args.verbose)
+        from flowerbed.server.checkpoint import resumable
+
+        scenario, checkpointing = resumable(args.resume, args.tracking_uri or "sqlite:///mlflow.db")
+        print(f"flowerbed: resuming MLflow run {checkpointing.resume['run_id']} after round "
+              f"{checkpointing.resume_round} of {scenario.rounds}", flush=True)
+    elif not args.scenario:
+        raise ConfigError("run: give a scenario file (or --resume RUN_ID)")
+    else:
+        scenario = resolve(args)
     tags = parse_tags(args.tag)
     preflight(scenario)
+    quiet_logs(args.verbose)  # after the checks: a bad input is rejected before Flower and MLflow load
     from flowerbed.server.simulate import simulate
 
     stop_on_signals()
     try:
-        summary = simulate(scenario, verbose=args.verbose, tags=tags, run_name=args.run_name)
+        summary = simulate(scenario, verbose=args.verbose, tags=tags, run_name=args.run_name,
+                           checkpointing=checkpointing)
     except Exception as err:  # noqa: BLE001 - one line for the user; --verbose has the trace
         if args.verbose:
             raise
@@ -164,6 +204,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     scenario = resolve(args)
     preflight(scenario)
+    quiet_logs(args.verbose)
     records = client_stats(scenario)
     groups = scenario_partition(scenario).class_groups
     print(format_stats(records, groups))
@@ -186,6 +227,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cells = plan(args.scenario, [Variant.strategy(s) for s in strategies], seeds, common_overrides(args))
     for cell in cells:
         preflight(cell.scenario)  # cached by (dataset, partition, seed): once per seed
+    quiet_logs(args.verbose)
     first = cells[0].scenario
     name = args.name or f"{first.name or Path(args.scenario).stem}:{','.join(strategies)}"
     try:
@@ -202,6 +244,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    quiet_logs(args.verbose)
     from flowerbed.server.compare import ACCURACIES, compare
 
     metrics = tuple(args.metric) if args.metric else ACCURACIES
@@ -216,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="simulate a scenario on Ray and log it to MLflow")
-    run.add_argument("scenario", help="scenario TOML file (see sims/)")
+    run.add_argument("scenario", nargs="?", help="scenario TOML file (see sims/)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config key by dotted path, e.g. rounds=50 or strategy.name=NAME")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
@@ -224,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="dataset root (else $FLOWERBED_DATA_ROOT, else ~/.cache/flowerbed)")
     run.add_argument("--tag", action="append", metavar="KEY=VALUE", help="an extra tag on the MLflow run")
     run.add_argument("--run-name", help="the MLflow run's name (default <method>-<scenario>-seed<seed>)")
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="continue an interrupted run from its last checkpoint (an MLflow run id, or 'last')")
     run.add_argument("--verbose", action="store_true", help="show Flower, Ray and MLflow logs")
     run.set_defaults(func=cmd_run)
 
@@ -266,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_logs(args.verbose)
-    try:
+    try:  # each command checks its input first, then loads Flower and MLflow (quiet_logs)
         return args.func(args)
     except ConfigError as err:
         print(f"flowerbed: error: {err}", file=sys.stderr)

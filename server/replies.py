@@ -8,7 +8,7 @@ aggregate as it does a client that crashed, and the round goes on. The checks:
 * each ArrayRecord the server sent comes back with no array it was not sent (a client
   may keep some, a personal head say), each array with the shape and dtype it was sent
   with (a float16 reply would turn the global model float16; a shape (1,) array would
-  broadcast), except that an integer array may answer a floating one: Flower's FedAvg
+  broadcast), except that an integer array may answer a floating one: Flower's aggregation
   averages BatchNorm's ``num_batches_tracked`` counter into a float, and the client's
   model holds it as the integer it is;
 * the replies of one round carry the same array names: one that lacks what the

@@ -2,12 +2,14 @@
 
 The ServerApp runs in a thread here and logs to MLflow; each simulated client is a
 ClientApp call on a Ray actor with the scenario's ``client.num_cpus`` /
-``client.num_gpus`` (fractional GPUs where present).
+``client.num_gpus`` (fractional GPUs where present). Server and clients checkpoint
+into one folder (:mod:`flowerbed.server.checkpoint`), kept until the run finishes.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from typing import TextIO
 
@@ -15,6 +17,7 @@ from flwr.simulation import run_simulation
 
 from flowerbed.client.app import build_client_app
 from flowerbed.server.app import RunSummary, build_server_app
+from flowerbed.server.checkpoint import Checkpointing, new_checkpointing
 from flowerbed.sims.config import Scenario
 
 
@@ -35,16 +38,19 @@ def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
 
 
 def simulate(scenario: Scenario, verbose: bool = False, progress: TextIO | None = sys.stdout,
-             tags: dict[str, str] | None = None, run_name: str | None = None) -> RunSummary:
+             tags: dict[str, str] | None = None, run_name: str | None = None,
+             checkpointing: Checkpointing | None = None) -> RunSummary:
     """Simulate ``scenario`` to the end (its MLflow run with extra ``tags``, named
-    ``run_name``); returns the run's MLflow id and metrics."""
+    ``run_name``), or continue the run ``checkpointing.resume`` is a checkpoint of;
+    returns the run's MLflow id and metrics."""
+    checkpointing = checkpointing or new_checkpointing(scenario)
     summaries: list[RunSummary] = []
     errors: list[BaseException] = []
     try:
         run_simulation(
             server_app=build_server_app(scenario, on_finish=summaries.append, progress=progress, tags=tags,
-                                        run_name=run_name, on_fail=errors.append),
-            client_app=build_client_app(scenario),
+                                        run_name=run_name, on_fail=errors.append, checkpointing=checkpointing),
+            client_app=build_client_app(scenario, states=checkpointing.client_states() if checkpointing else None),
             num_supernodes=scenario.partition.num_clients,
             backend_config=backend_config(scenario, verbose),
             verbose_logging=verbose,
@@ -55,6 +61,8 @@ def simulate(scenario: Scenario, verbose: bool = False, progress: TextIO | None 
         raise errors[0]
     if not summaries:
         raise RuntimeError("the simulation ended without finishing its ServerApp")
+    if checkpointing is not None:  # a finished run is not resumed
+        shutil.rmtree(checkpointing.folder, ignore_errors=True)
     return summaries[0]
 
 

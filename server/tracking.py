@@ -86,9 +86,10 @@ def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
 
 def config_hash(scenario: Scenario) -> str:
     """A digest of everything that decides a run's metrics: the resolved scenario with
-    every default filled in, less where it is logged."""
+    every default filled in, less where it is logged and checkpointed."""
     tree = scenario.to_dict()
     tree.pop("mlflow", None)
+    tree.pop("checkpoint", None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -164,8 +165,10 @@ class RunTracker:
     """Logs one simulation to MLflow: params, per-round metrics, artifacts, tags."""
 
     def __init__(self, scenario: Scenario, strategy: ResolvedStrategy, progress: TextIO | None = sys.stdout,
-                 tags: dict[str, str] | None = None, run_name: str | None = None) -> None:
+                 tags: dict[str, str] | None = None, run_name: str | None = None,
+                 resume_run_id: str | None = None) -> None:
         self.scenario = scenario
+        self.resume_run_id = resume_run_id
         self.strategy = strategy
         self.extra_tags = dict(tags or {})
         self.run_name = run_name
@@ -197,13 +200,19 @@ class RunTracker:
             **self.extra_tags,
         }
         end_orphaned_runs(self.client, experiment_id)
-        name = self.run_name or f"{method}-{s.name or s.dataset.name}-seed{s.seed}"
-        run = self.client.create_run(experiment_id, tags=tags, run_name=name)
-        self.run_id = run.info.run_id
+        if self.resume_run_id:  # the same run goes on: RUNNING again, from this process
+            self.run_id = self.resume_run_id
+            self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            for key in (HOST_TAG, PID_TAG, "git_commit", *self.extra_tags):
+                self.client.set_tag(self.run_id, key, tags[key])
+        else:
+            name = self.run_name or f"{method}-{s.name or s.dataset.name}-seed{s.seed}"
+            self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
         _OPEN_RUNS[self.run_id] = self.client
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
-            self._log_config()
+            if not self.resume_run_id:
+                self._log_config()
             yield self
             status = RunStatus.to_string(RunStatus.FINISHED)
         except KeyboardInterrupt:
@@ -238,6 +247,9 @@ class RunTracker:
             batch = [Metric(k, float(v), now, self.scenario.rounds) for k, v in metrics.items()]
             self.client.log_batch(self.run_id, metrics=batch)
 
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
     def log_dict(self, data: dict[str, Any], path: str) -> None:
         self.client.log_dict(self.run_id, data, path)
 
@@ -255,6 +267,13 @@ class RunTracker:
                            title=f"{self.scenario.dataset.name}, {self.scenario.partition.kind}", class_groups=groups)
             self.client.log_artifact(self.run_id, str(path), "partition")
 
+    def log_arrays(self, aggregated: dict[str, torch.Tensor], name: str = "global_model") -> None:
+        """``<name>.pt``: what the server aggregated, exactly (replaced at each checkpoint)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.pt"
+            torch.save(aggregated, path)
+            self.client.log_artifact(self.run_id, str(path))
+
     def log_model(self, model: torch.nn.Module, aggregated: dict[str, torch.Tensor],
                   name: str = "global_model") -> None:
         """The global model as an MLflow PyTorch model (``mlflow.pytorch.load_model(
@@ -262,10 +281,8 @@ class RunTracker:
         (``global_model.pt``: no parameter a client kept)."""
         import mlflow.pytorch
 
+        self.log_arrays(aggregated, name)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{name}.pt"
-            torch.save(aggregated, path)
-            self.client.log_artifact(self.run_id, str(path))
             logger = logging.getLogger("mlflow.pytorch")
             level = logger.level
             logger.setLevel(logging.ERROR)  # its pickle-format caution: our own classes, our own file

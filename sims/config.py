@@ -10,6 +10,7 @@ A scenario is a TOML file::
     [strategy]   name = "fedpub"            # [strategy.fedpub] its parameters
     [client]     local_epochs, batch_size, lr, optimizer, translate_pixels, num_cpus, num_gpus
     [sampling]   fraction_train, fraction_evaluate, min_clients
+    [checkpoint] every, dir
     [mlflow]     experiment, tracking_uri
 
 Everything is validated before any worker starts; :class:`ConfigError` carries a
@@ -134,8 +135,18 @@ class SamplingConfig(_Section):
         return server_round in (0, rounds) or server_round % self.evaluate_every == 0
 
 
+class CheckpointConfig(_Section):
+    # Write a checkpoint after every this many rounds (and the last); 0: none. A
+    # simulation's run can then continue with `flowerbed run --resume RUN_ID`.
+    every: int = Field(default=1, ge=0)
+    # Where checkpoints go ("": a `checkpoints` folder beside the MLflow SQLite store,
+    # else in the working directory); each run gets its own folder there, removed
+    # when the run finishes.
+    dir: str = ""
+
+
 class MlflowConfig(_Section):
-    experiment: str = Field(default="flowerbed", min_length=1)
+    experiment: str = Field(default="flowerbed", min_length=1, max_length=256)  # MLflow's column size
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
@@ -152,6 +163,7 @@ class Scenario(_Section):
     strategy: StrategyConfig
     client: ClientConfig = ClientConfig()
     sampling: SamplingConfig = SamplingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     @model_validator(mode="before")

@@ -10,6 +10,7 @@ split, domains and per-class Dirichlet over domains (GGEUR's LDS), few labels
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -210,9 +211,11 @@ def _flwr_split(labels: np.ndarray, rows: np.ndarray, partitioner, clients: int)
 
     partitioner.dataset = Dataset.from_dict({"label": labels[rows].tolist(), "row": rows.tolist()})
     try:
-        # Through Arrow: iterating a `datasets` column goes row by row (seconds).
-        return [np.sort(partitioner.load_partition(i).with_format("arrow")["row"].to_numpy().astype(np.int64))
-                for i in range(partitioner.num_partitions)]
+        with warnings.catch_warnings():  # a multi-line warning per redraw; giving up is reported below
+            warnings.filterwarnings("ignore", message="The specified min_partition_size", category=UserWarning)
+            # Through Arrow: iterating a `datasets` column goes row by row (seconds).
+            return [np.sort(partitioner.load_partition(i).with_format("arrow")["row"].to_numpy().astype(np.int64))
+                    for i in range(partitioner.num_partitions)]
     except ValueError as err:  # flwr-datasets gives up after its redraws
         raise PartitionError(
             f"partition: {clients} clients cannot each get a share of {len(rows)} samples at this skew; lower "

@@ -74,7 +74,12 @@ class ServerHooks(Protocol):
     * ``round_report()``: after a round, metrics to log and a JSON artifact (FED-PUB's
       similarity matrix), each possibly empty;
     * ``setup_report()``: metrics of a setup phase run before round 1 (GGEUR's
-      geometry exchange), logged at round 0.
+      geometry exchange), logged at round 0;
+    * ``state(partition_of)`` / ``load_state(state, node_of)``: what the strategy
+      carries from one round to the next (FED-PUB's personalized models), for a
+      checkpoint (tensors, arrays and plain values); per-node state keyed by partition
+      id (``partition_of(node_id)``), as node ids change when a run resumes
+      (``node_of(partition_id)``). A setup phase is run again on resume, not saved.
     """
 
     def evaluation_variants(self, model: nn.Module) -> dict[str, nn.Module]: ...
@@ -83,10 +88,15 @@ class ServerHooks(Protocol):
 
     def setup_report(self) -> dict[str, float]: ...
 
+    def state(self, partition_of: Callable[[int], int]) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any], node_of: Callable[[int], int]) -> None: ...
+
 
 class DefaultHooks:
-    """:class:`ServerHooks` that report nothing: the base of flowerbed's strategies, and
-    what a strategy without hooks (Flower's own) is seen as."""
+    """:class:`ServerHooks` that report nothing and keep no state between rounds: the
+    base of flowerbed's strategies, and what a strategy without hooks (Flower's own
+    FedAvg and FedProx, which keep none) is seen as."""
 
     def evaluation_variants(self, model: nn.Module) -> dict[str, nn.Module]:
         return {}
@@ -96,6 +106,12 @@ class DefaultHooks:
 
     def setup_report(self) -> dict[str, float]:
         return {}
+
+    def state(self, partition_of: Callable[[int], int]) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any], node_of: Callable[[int], int]) -> None:
+        pass
 
 
 def hooks_of(strategy: object) -> ServerHooks:

@@ -19,14 +19,15 @@ NODE_ID_BASE = 1000
 
 
 class InProcessGrid(Grid):
-    """``num_nodes`` nodes, node ``NODE_ID_BASE + i`` holding partition ``i``."""
+    """``num_nodes`` nodes, node ``node_id_base + i`` holding partition ``i``."""
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None) -> None:
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict | None = None,
+                 node_id_base: int = NODE_ID_BASE) -> None:
         self.client_app = client_app
         # What a SuperLink-run ServerApp process has set before it creates messages.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
         self.contexts = {
-            NODE_ID_BASE + i: Context(run_id=1, node_id=NODE_ID_BASE + i,
+            node_id_base + i: Context(run_id=1, node_id=node_id_base + i,
                                       node_config={"partition-id": i, "num-partitions": num_nodes},
                                       state=RecordDict(), run_config=dict(run_config or {}))
             for i in range(num_nodes)

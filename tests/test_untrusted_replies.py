@@ -32,6 +32,8 @@ def _corrupt(reply: Message, how: str) -> Message:
         arrays[first].flat[0] = np.nan
     elif how == "shape":
         arrays[first] = np.zeros(1, dtype=arrays[first].dtype)
+    elif how == "scaled":  # finite, so not rejected: what robust aggregation is for
+        arrays = {name: value * 1e6 for name, value in arrays.items()}
     elif how == "oversized":
         arrays["padding"] = np.zeros(2**20, dtype=np.float32)  # 4 MiB beside the model
     content[key] = ArrayRecord({name: Array(value) for name, value in arrays.items()})
@@ -47,6 +49,7 @@ class BadClients:
         self.rounds_spoiled: set[int] | None = None  # None: every round
         self.good: dict[int, list[tuple[dict[str, np.ndarray], float]]] = {}
         self.received: dict[int, dict[str, np.ndarray]] = {}
+        self.replied: dict[int, list[dict[str, np.ndarray]]] = {}  # every train reply, spoiled or not
 
     def __call__(self, message: Message, context) -> Message:
         reply = self.app(message, context)
@@ -56,7 +59,10 @@ class BadClients:
         self.received[round_] = {k: a.numpy() for k, a in message.content["arrays"].items()}
         partition = message.metadata.dst_node_id - NODE_ID_BASE
         if partition in self.spoil and (self.rounds_spoiled is None or round_ in self.rounds_spoiled):
-            return _corrupt(reply, self.spoil[partition])
+            reply = _corrupt(reply, self.spoil[partition])
+            self.replied.setdefault(round_, []).append({k: a.numpy() for k, a in reply.content["arrays"].items()})
+            return reply
+        self.replied.setdefault(round_, []).append({k: a.numpy() for k, a in reply.content["arrays"].items()})
         metrics = reply.content["metrics"]
         self.good.setdefault(round_, []).append(
             ({k: a.numpy() for k, a in reply.content["arrays"].items()}, float(metrics["num-examples"])))
@@ -153,3 +159,17 @@ def test_an_integer_array_may_answer_a_float_one_but_not_the_reverse():
     for dtype, ok in ((np.int64, True), (np.float64, True), (np.float32, False)):
         reply = Message(RecordDict({"arrays": ArrayRecord({"n": Array(np.ones(1, dtype=dtype))})}), reply_to=sent)
         assert (reply_problem(sent, reply, max_bytes=1 << 30) is None) is ok
+
+
+def test_fedmedian_by_name_takes_the_coordinate_wise_median_one_huge_update_cannot_move(tmp_path):
+    """Flower's FedMedian, selected by name: a finite but x1e6 update passes the reply
+    checks, and the global model is the median of all replies, as if it were not there."""
+    scenario = load_scenario(REPO / "sims" / "quickstart.toml", [
+        "rounds=2", "strategy.name='fedmedian'", f"mlflow.tracking_uri='sqlite:///{tmp_path / 'mlflow.db'}'"])
+    clients = BadClients(build_client_app(scenario), {0: "scaled"})
+    summary = run_server(InProcessGrid(clients, NUM_CLIENTS), scenario, progress=None)
+    assert summary.history[1]["clients_ok"] == NUM_CLIENTS
+    replies = clients.replied[1]
+    for name, sent in clients.received[2].items():
+        np.testing.assert_allclose(sent, np.median(np.stack([r[name] for r in replies]), axis=0), rtol=1e-6)
+        assert np.abs(sent).max() < 1e3  # no trace of the x1e6 update

@@ -19,15 +19,21 @@ FedBN (Li et al., ICLR 2021, https://arxiv.org/abs/2102.07623): every BatchNorm 
 under feature shift each client normalises with its own domain's statistics.
 
 The server side of all four is FedAvg; :mod:`.client` holds what differs.
+
+Robust aggregation, Flower's own strategies by name (clients train as in FedAvg):
+FedMedian (the coordinate-wise median, Yin et al., 2018), FedTrimmedAvg (the
+coordinate-wise mean after cutting a fraction ``beta`` at each end, Yin et al., 2018)
+and Krum / Multi-Krum (the update(s) nearest to their n - f - 2 neighbours, Blanchard
+et al., 2017).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
 
-from flowerbed.strategies.baselines.params import FedProxParams
+from flowerbed.strategies.baselines.params import FedProxParams, FedTrimmedAvgParams, KrumParams
 from flowerbed.strategies.common import ParamsFedAvg
 from flowerbed.strategies.contract import NoParams
 
@@ -40,6 +46,21 @@ def fedavg(params: NoParams, *, seed: int = 0, **sampling: Any) -> FedAvg:
 def fedprox(params: FedProxParams, *, seed: int = 0, **sampling: Any) -> FedProx:
     """Flower's FedProx: mu travels in Flower's own ``proximal-mu`` config key."""
     return FedProx(proximal_mu=params.proximal_mu, **sampling)
+
+
+def fedmedian(params: NoParams, *, seed: int = 0, **sampling: Any) -> FedMedian:
+    return FedMedian(**sampling)
+
+
+def fedtrimmedavg(params: FedTrimmedAvgParams, *, seed: int = 0, **sampling: Any) -> FedTrimmedAvg:
+    return FedTrimmedAvg(beta=params.beta, **sampling)
+
+
+def krum(params: KrumParams, *, seed: int = 0, **sampling: Any) -> Krum | MultiKrum:
+    if params.num_nodes_to_select == 1:
+        return Krum(num_malicious_nodes=params.num_malicious_nodes, **sampling)
+    return MultiKrum(num_malicious_nodes=params.num_malicious_nodes,
+                     num_nodes_to_select=params.num_nodes_to_select, **sampling)
 
 
 class FedPer(ParamsFedAvg):

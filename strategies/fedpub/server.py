@@ -24,12 +24,12 @@ Round t, for the sampled clients P:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from logging import INFO
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
@@ -103,6 +103,15 @@ class FedPub(ParamsFedAvg):
             del metrics_of(reply)["embedding"]
         metrics = self.train_metrics_aggr_fn([r.content for r in valid], self.weighted_by_key)
         return combine(models, sizes / sizes.sum()), metrics
+
+    def state(self, partition_of: Callable[[int], int]) -> dict[str, Any]:
+        """The personalized models theta_bar_i, by partition: partition -> name -> array."""
+        return {"personalized": {partition_of(node): {k: v.numpy() for k, v in arrays.items()}
+                                 for node, arrays in self.personalized.items()}}
+
+    def load_state(self, state: dict[str, Any], node_of: Callable[[int], int]) -> None:
+        self.personalized = {node_of(partition): ArrayRecord({k: Array(v) for k, v in arrays.items()})
+                             for partition, arrays in state["personalized"].items()}
 
     def round_report(self) -> tuple[dict[str, float], dict[str, Any]]:
         """Per-round metrics and the alpha matrix (rows and columns in node order): the

@@ -23,7 +23,7 @@ spec's paper-vs-code table (§7); every choice is logged with the run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,15 @@ class GGEUR(Strategy):
 
     def round_report(self) -> tuple[dict[str, float], dict[str, Any]]:
         return hooks_of(self.inner).round_report()
+
+    def state(self, partition_of: Callable[[int], int]) -> dict[str, Any]:
+        """The wrapped strategy's: the geometry is exchanged again when a run resumes
+        (the same statistics give the same geometry), so also a client that lost its
+        augmented set gets it back."""
+        return hooks_of(self.inner).state(partition_of)
+
+    def load_state(self, state: dict[str, Any], node_of: Callable[[int], int]) -> None:
+        hooks_of(self.inner).load_state(state, node_of)
 
     # --- rounds: the wrapped strategy, clients told to train on their augmented set -----
 
