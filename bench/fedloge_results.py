@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from results_common import (LABEL, REPO, add_common_arguments, finished_runs, history, last_and_best, mean_std,
-                            run_labelled, setting_runs, write_page)
+from results_common import (LABEL, REPO, add_common_arguments, finished_runs, history, last_and_best,
+                            load_records, mean_std, run_labelled, save_records, setting_runs, write_page)
 
 from flowerbed.server.cli import quiet_logs
 from flowerbed.server.compare import compare
@@ -62,6 +62,8 @@ DIAGNOSTICS = [("feature norm", "personalized_fedloge_feature_norm"),
                ("SSE-C max softmax", "personalized_fedloge_ssec_max_prob"),
                ("psi row norm min", "fedloge_psi_norm_min"), ("psi row norm max", "fedloge_psi_norm_max")]
 GROUPS = ("", "_head", "_middle", "_tail")
+# The metrics the page and its plot read: kept in docs/results/fedloge_runs.json.
+RECORDED = ("global_", "personalized_", "fedloge_")
 REFERENCE = ("Spec §6/§9 (authors' logs, CIFAR-10-LT, ResNet with BN, 500 rounds x 5 epochs; not this data): "
              "SSE-C generic ≈ FedAvg at IF 100 and +1.5 points at IF 50 (alpha 0.5); personalized +3.3 points "
              "over FedAvg (alpha 0.5, IF 50).")
@@ -178,6 +180,8 @@ def main() -> int:
     args = parser.parse_args()
     quiet_logs()
 
+    # The recorded runs first: a run already recorded is not run again.
+    load_records(args.records, args.tracking_uri, args.experiment)
     if not args.summarize_only:
         for name in args.settings:
             path, overrides, _ = SETTINGS[name]
@@ -203,6 +207,7 @@ def main() -> int:
                 metrics=("global_accuracy", "personalized_accuracy"))
         lines += ["", f"![curves]({png.name})"]
     write_page(args.output, "\n".join(lines) + "\n")
+    save_records(args.tracking_uri, args.experiment, args.records, RECORDED)
     return 0
 
 

@@ -6,9 +6,11 @@ stopped), and reading the finished runs of an experiment back from MLflow."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from flowerbed.server.sweep import Variant, plan, run_sweep
@@ -29,6 +31,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--output", default=str(REPO / "docs" / "results" / f"{name}.md"))
     parser.add_argument("--summarize-only", action="store_true",
                         help="run nothing; tabulate the finished runs already in the experiment")
+    parser.add_argument("--records", default=str(REPO / "docs" / "results" / f"{name}_runs.json"),
+                        help="the finished runs' tags, params and page metrics as JSON: runs in it that the "
+                             "experiment lacks are added to it first, and it is rewritten after")
 
 
 def run_labelled(path: Path, label: str, overrides: list[str], seeds: list[int], rounds: int | None, uri: str,
@@ -110,3 +115,51 @@ def mean_std(values: list[float], scale: float = 100.0) -> str:
         return "–"
     std = arr.std(ddof=1) if len(arr) > 1 else 0.0
     return f"{np.nanmean(arr):.2f} ± {std:.2f}"
+
+
+def save_records(uri: str, experiment: str, path: str, prefixes: tuple[str, ...]) -> int:
+    """Write the experiment's FINISHED runs to ``path`` as JSON: tags, params and the full
+    history of each metric whose name starts with one of ``prefixes`` (what a page reads),
+    so that the page can be made again without the MLflow store. Returns the run count."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'") if exp else []
+    records = []
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        metrics = {key: sorted([m.step, m.value] for m in client.get_metric_history(run.info.run_id, key))
+                   for key in sorted(run.data.metrics) if key.startswith(prefixes)}
+        records.append({"run_id": run.data.tags.get("record_of", run.info.run_id), "run_name": run.info.run_name,
+                        "start_time": run.info.start_time, "end_time": run.info.end_time,
+                        "tags": {k: v for k, v in run.data.tags.items()
+                                 if not k.startswith("mlflow.") and k != "record_of"},
+                        "params": run.data.params, "metrics": metrics})
+    Path(path).write_text(json.dumps({"experiment": experiment, "runs": records}, indent=0) + "\n")
+    return len(records)
+
+
+def load_records(path: str, uri: str, experiment: str) -> int:
+    """Add to the experiment the runs of :func:`save_records`' file that it lacks (by
+    their original run id, kept in the tag ``record_of``), FINISHED, with their tags,
+    params and metric histories. Returns how many were added."""
+    if not Path(path).is_file():
+        return 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    present = {r.data.tags.get("record_of", r.info.run_id) for r in client.search_runs([exp_id])}
+    added = 0
+    for record in json.loads(Path(path).read_text())["runs"]:
+        if record["run_id"] in present:
+            continue
+        run = client.create_run(exp_id, start_time=record["start_time"], run_name=record["run_name"],
+                                tags={**record["tags"], "record_of": record["run_id"]})
+        params = [Param(k, v) for k, v in record["params"].items()]
+        metrics = [Metric(k, value, record["start_time"], int(step))
+                   for k, points in record["metrics"].items() for step, value in points]
+        for start in range(0, len(params), 100):
+            client.log_batch(run.info.run_id, params=params[start:start + 100])
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000])
+        client.set_terminated(run.info.run_id, "FINISHED", end_time=record["end_time"])
+        added += 1
+    return added
