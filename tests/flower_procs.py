@@ -255,32 +255,35 @@ def list_runs(connection: str, env: dict[str, str], cwd: Path) -> list[dict]:
     return json.loads(text[text.index("{"):])["runs"]
 
 
-def wait_for_runs(run_cli: Proc, processes: Processes, servers: list[str], connection: str,
-                  env: dict[str, str], cwd: Path, timeout: float) -> list[dict]:
-    """Follow ``flwr run --stream`` until every run on the SuperLink has finished.
+def wait_for_runs(run_cli: Proc | list[Proc], processes: Processes, servers: list[str], connection: str,
+                  env: dict[str, str], cwd: Path, timeout: float, expected: int = 1) -> list[dict]:
+    """Follow ``flwr run --stream`` (one or several, submitted together) until the
+    SuperLink lists at least ``expected`` runs, all finished.
 
-    Fails the test if a server process in ``servers`` dies, ``flwr run`` fails, or the
+    Fails the test if a server process in ``servers`` dies, a ``flwr run`` fails, or the
     runs have not finished within ``timeout`` seconds; returns ``flwr ls``'s runs.
     """
+    clis = run_cli if isinstance(run_cli, list) else [run_cli]
     started = time.monotonic()
     runs: list[dict] = []
-    next_poll, stream_ended = started + STATUS_POLL_S, False
+    next_poll, streams_ended = started + STATUS_POLL_S, False
     while True:
         if time.monotonic() - started > timeout:
-            pytest.fail(f"the run did not finish within {timeout:.0f}s; last status: {runs}")
+            pytest.fail(f"the runs did not finish within {timeout:.0f}s; last status: {runs}")
         processes.check_alive(servers)
-        code = run_cli.popen.poll()
-        if code not in (None, 0):
-            pytest.fail(f"flwr run exited with code {code}:\n{run_cli.tail()}")
-        # The stream ends with the run: ask for the status then, and now and then
-        # before, in case the stream breaks off (each `flwr ls` costs CPU-seconds).
-        if code == 0 and not stream_ended:
-            stream_ended, next_poll = True, 0.0
+        codes = [cli.popen.poll() for cli in clis]
+        for cli, code in zip(clis, codes):
+            if code not in (None, 0):
+                pytest.fail(f"{cli.name} exited with code {code}:\n{cli.tail()}")
+        # A stream ends with its run: ask for the status then, and now and then
+        # before, in case a stream breaks off (each `flwr ls` costs CPU-seconds).
+        if all(code == 0 for code in codes) and not streams_ended:
+            streams_ended, next_poll = True, 0.0
         if time.monotonic() >= next_poll:
             runs = list_runs(connection, env, cwd)
-            if runs and all(r["status"].startswith("finished") for r in runs):
+            if len(runs) >= expected and all(r["status"].startswith("finished") for r in runs):
                 return runs
-            next_poll = time.monotonic() + (5.0 if stream_ended else STATUS_POLL_S)
+            next_poll = time.monotonic() + (5.0 if streams_ended else STATUS_POLL_S)
         time.sleep(1.0)
 
 

@@ -1,8 +1,10 @@
-"""Record ``tests/data/regression_metrics_<CPU capability>.json``: the per-round metrics
-of every case of ``test_behaviour_unchanged.py`` on this machine's CPU kernels.
+"""Record ``tests/data/regression_metrics_<CPU capability>_<kernel fingerprint>.json``: the
+per-round metrics of every case of ``test_behaviour_unchanged.py`` on this machine's CPU
+kernels.
 
-Floating-point results depend on the SIMD kernels PyTorch dispatches to (AVX2 and
-AVX512 sum in different orders), so each kind of CPU needs its own recording. Record
+Floating-point results depend on the kernels PyTorch dispatches to (AVX2 and AVX512 sum
+in different orders, and so do CPU generations), so each kind of CPU needs its own
+recording. Record
 from the commit whose behaviour the test should hold, e.g. a ``git archive`` of it on
 ``PYTHONPATH`` (its ``flowerbed`` package and scenario files are the ones run):
 
@@ -19,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from inprocess import run_in_process  # noqa: E402
-from test_behaviour_unchanged import CASES, RECORDED_ROUNDS, RECORDED_SEED  # noqa: E402
+from test_behaviour_unchanged import CASES, RECORDED_ROUNDS, RECORDED_SEED, kernel_fingerprint  # noqa: E402
 
 import flowerbed  # noqa: E402
 from flowerbed.server.cli import quiet_logs  # noqa: E402
@@ -30,7 +32,9 @@ def main() -> int:
     quiet_logs()
     sims = Path(flowerbed.__file__).parent / "sims"
     capability = torch.backends.cpu.get_cpu_capability()
+    fingerprint = kernel_fingerprint()
     out = {"rounds": RECORDED_ROUNDS, "seed": RECORDED_SEED, "cpu_capability": capability,
+           "kernel_fingerprint": fingerprint,
            "commit": sys.argv[1] if len(sys.argv) > 1 else "working tree", "cases": {}}
     for case, overrides in CASES.items():
         file = case.split("/")[0]
@@ -39,7 +43,7 @@ def main() -> int:
             *overrides, f"rounds={RECORDED_ROUNDS}", f"seed={RECORDED_SEED}", f"mlflow.tracking_uri='{uri}'"]))
         out["cases"][case] = {"file": file, "history": {str(r): m for r, m in summary.history.items()}}
         print(case, flush=True)
-    path = Path(__file__).parent / "data" / f"regression_metrics_{capability}.json"
+    path = Path(__file__).parent / "data" / f"regression_metrics_{capability}_{fingerprint}.json"
     path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     print(path)
     return 0

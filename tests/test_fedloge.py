@@ -115,7 +115,7 @@ def test_generic_variants_are_the_sse_c_and_the_realigned_head():
     strategy = FedLoGe(FedLoGeParams(etf_steps=50), seed=7)
     model = build_model("mlp2", (1, 8, 8), 10, hidden=16)
     variants = strategy.evaluation_variants(model)
-    assert torch.equal(variants["ssec"].head.weight, sparse_etf(16, 10, 0.6, 0.1, 50, 7))
+    assert torch.equal(variants["ssec"].head.weight, sparse_etf(16, 10, 0.6, 1.0, 50, 7))
     assert torch.allclose(variants["glafr"].head.weight.norm(dim=1), torch.full((10,), 1.7))
     assert torch.equal(variants["glafr"].body[1].weight, model.body[1].weight)
 

@@ -234,41 +234,48 @@ def test_quickstart_over_grpc(processes: Processes, tmp_path: Path) -> None:
     # What the ServerApp logged, on "the SuperLink host".
     assert_mlflow_run(tracking_uri, experiment, num_clients=NUM_NODES, rounds=ROUNDS)
 
-    # More runs on the same federation, unchanged code: FED-PUB, FedLoGe, FedProx+GGEUR, FRAug, FedLabel.
-    def run_scenario(label: str, scenario: str, count: int, rounds: int = ROUNDS):
-        name = f"{experiment}-{label}"
+    # More runs on the same federation, unchanged code: FED-PUB, FedLoGe, FedProx+GGEUR,
+    # FRAug, FedLabel, submitted together (the SuperLink runs them side by side, and the
+    # SuperNodes serve their messages as they come: most of a run is waiting).
+    scenarios = {"fedpub": FEDPUB_SCENARIO, "fedloge": FEDLOGE_SCENARIO, "ggeur": GGEUR_SCENARIO,
+                 "fraug": FRAUG_SCENARIO, "fedlabel": FEDLABEL_SCENARIO}
+    clis = []
+    for label, scenario in scenarios.items():
         config = write_run_config(tmp_path / f"run-config-{label}.toml", {
             "scenario": scenario,
-            "overrides": f"mlflow.tracking_uri='{tracking_uri}'; mlflow.experiment='{name}'",
+            "overrides": f"mlflow.tracking_uri='{tracking_uri}'; mlflow.experiment='{experiment}-{label}'",
         })
-        cli = processes.start(f"flwr-run-{label}", [
+        clis.append(processes.start(f"flwr-run-{label}", [
             str(BIN / "flwr"), "run", str(REPO), CONNECTION, "--run-config", str(config), "--stream",
-        ], env=cli_env, cwd=REPO)
-        runs = wait_for_runs(cli, processes, servers, CONNECTION, cli_env, tmp_path, RUN_TIMEOUT_S)
-        assert len(runs) == count and all(r["status"] == "finished:completed" for r in runs), runs
-        return assert_mlflow_run(tracking_uri, name, num_clients=NUM_NODES, rounds=rounds)
+        ], env=cli_env, cwd=REPO))
+    runs = wait_for_runs(clis, processes, servers, CONNECTION, cli_env, tmp_path, RUN_TIMEOUT_S * 2,
+                         expected=1 + len(scenarios))
+    assert len(runs) == 1 + len(scenarios) and all(r["status"] == "finished:completed" for r in runs), runs
 
-    run = run_scenario("fedpub", FEDPUB_SCENARIO, 2)
+    def logged(label: str, rounds: int = ROUNDS):
+        return assert_mlflow_run(tracking_uri, f"{experiment}-{label}", num_clients=NUM_NODES, rounds=rounds)
+
+    run = logged("fedpub")
     assert run.data.tags["strategy"] == "fedpub" and run.data.tags["method"] == "fedpub(tau=5.0)"
     assert "fedpub_alpha_self" in run.data.metrics and "personalized_accuracy_trained" in run.data.metrics
 
-    run = run_scenario("fedloge", FEDLOGE_SCENARIO, 3, rounds=ONE_ROUND)
+    run = logged("fedloge", rounds=ONE_ROUND)
     assert run.data.tags["strategy"] == "fedloge"
     assert {"global_accuracy_glafr", "personalized_accuracy_glafr"} <= set(run.data.metrics)
 
     # GGEUR's setup phase (statistics up, geometry and prototypes down, augmentation
     # kept in each SuperNode's Context.state) before FedProx's rounds.
-    run = run_scenario("ggeur", GGEUR_SCENARIO, 4, rounds=ONE_ROUND)
+    run = logged("ggeur", rounds=ONE_ROUND)
     assert run.data.params["strategy.ggeur.augment"] == "geometry" and run.data.tags["method"] == "fedprox+ggeur"
     assert run.data.metrics["ggeur_multi_domain"] == 1.0 and run.data.metrics["ggeur_bytes_up"] > 0
     assert run.data.metrics["ggeur_augmented_examples"] >= NUM_NODES * 10 * 50
     assert "global_accuracy_domain_mean" in run.data.metrics
 
-    run = run_scenario("fraug", FRAUG_SCENARIO, 5, rounds=ONE_ROUND)
+    run = logged("fraug", rounds=ONE_ROUND)
     assert run.data.tags["strategy"] == "fraug" and run.data.params["strategy.fraug.use_rtnet"] == "True"
     assert {"personalized_fraug_generated_accuracy", "personalized_accuracy_mnist",
             "personalized_accuracy_usps", "personalized_val_accuracy"} <= set(run.data.metrics)
 
-    run = run_scenario("fedlabel", FEDLABEL_SCENARIO, 6, rounds=ONE_ROUND)
+    run = logged("fedlabel", rounds=ONE_ROUND)
     assert run.data.tags["strategy"] == "fedlabel"
     assert 0.0 < run.data.metrics["pseudo_label_rate"] <= 1.0 and "local_win_rate" in run.data.metrics
