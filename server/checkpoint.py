@@ -112,6 +112,14 @@ def continue_from(strategy, offset: int) -> None:
         setattr(strategy, name, shifted)
 
 
+def check_store(which: str, tracking_uri: str) -> None:
+    """A SQLite store to resume from must exist (checked before MLflow loads)."""
+    from flowerbed.sims.config import ConfigError
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"--resume {which}: no MLflow store at {tracking_uri} (give its --tracking-uri)")
+
+
 def resumable(which: str, tracking_uri: str) -> tuple[Scenario, Checkpointing]:
     """The scenario and checkpoint of MLflow run ``which`` (an id, or ``last``: the
     newest unfinished run with a checkpoint) in ``tracking_uri``; ConfigError if it
@@ -121,8 +129,7 @@ def resumable(which: str, tracking_uri: str) -> tuple[Scenario, Checkpointing]:
     from flowerbed.server.tracking import HOST_TAG, PID_TAG, process_alive, tracking_client
     from flowerbed.sims.config import ConfigError, parse_scenario
 
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"--resume {which}: no MLflow store at {tracking_uri} (give its --tracking-uri)")
+    check_store(which, tracking_uri)
     client = tracking_client(tracking_uri)
     if which == "last":
         experiments = [e.experiment_id for e in client.search_experiments()]

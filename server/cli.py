@@ -141,10 +141,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.scenario or args.set or args.experiment or args.data_root or args.run_name:
             raise ConfigError("--resume continues a run as it was configured: give no scenario file, --set, "
                               "--experiment, --data-root or --run-name")
-        quiet_logs(args.verbose)
-        from flowerbed.server.checkpoint import resumable
+        from flowerbed.server.checkpoint import check_store, resumable
 
-        scenario, checkpointing = resumable(args.resume, args.tracking_uri or "sqlite:///mlflow.db")
+        uri = args.tracking_uri or "sqlite:///mlflow.db"
+        check_store(args.resume, uri)
+        quiet_logs(args.verbose)
+        scenario, checkpointing = resumable(args.resume, uri)
         print(f"flowerbed: resuming MLflow run {checkpointing.resume['run_id']} after round "
               f"{checkpointing.resume_round} of {scenario.rounds}", flush=True)
     elif not args.scenario:

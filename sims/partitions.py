@@ -254,12 +254,17 @@ def _check_nonempty(parts: list[np.ndarray], what: str) -> None:
 
 def _label_skew(data: ArrayDataset, cfg, seed: int) -> tuple[list[np.ndarray], dict]:
     """Training rows per client for iid / dirichlet / pathological / longtail_dirichlet."""
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, PathologicalPartitioner
-
     y, n = data.y_train, cfg.num_clients
-    rng = np.random.default_rng(seed)
     if n > len(y):
         raise PartitionError(f"partition.num_clients={n} exceeds the {len(y)} training samples")
+    if cfg.kind == "dirichlet" and cfg.min_per_class == 0 and n * cfg.min_partition_size > len(y):
+        # No draw can succeed: say so before loading flwr-datasets and trying.
+        raise PartitionError(
+            f"partition: {n} clients x partition.min_partition_size={cfg.min_partition_size} exceed the "
+            f"{len(y)} training samples; lower partition.num_clients or partition.min_partition_size")
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, PathologicalPartitioner
+
+    rng = np.random.default_rng(seed)
     # Rows are shuffled by the seed first so that IID (contiguous shards) depends on it too.
     rows = rng.permutation(len(y))
     if cfg.kind == "iid":

@@ -60,10 +60,11 @@ def test_every_bad_input_is_one_line_and_exit_2_before_anything_starts(tmp_path)
 
 def test_an_impossible_partition_says_which_settings_to_change(tmp_path):
     (name, argv, _), = [c for c in variants(tmp_path) if c[0] == "200 clients on digits"]
+    # 200 x min_partition_size 10 > digits' 1,437 training samples: no draw can succeed.
     done = subprocess.run([str(Path(sys.executable).parent / "flowerbed"), "run", *argv], capture_output=True,
                           text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2
-    assert "lower partition.num_clients or raise partition.alpha" in done.stderr
+    assert "lower partition.num_clients or partition.min_partition_size" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
