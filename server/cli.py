@@ -191,12 +191,86 @@ def stop_on_signals() -> None:
 
         for run_id in end_open_runs("KILLED"):
             print(f"flowerbed: MLflow run {run_id} marked KILLED", file=sys.stderr, flush=True)
+        descendants, session = own_descendants(), ray_session()  # before Ray's shutdown orphans them
+        no_new_ray()
         with contextlib.suppress(Exception):
             shutdown_ray()
+        # Ray's shutdown can leave its agents: end whatever of this run is left, found by
+        # ancestry or by Ray's session name in its command line, until nothing is.
+        for _ in range(5):
+            left = [*descendants, *own_descendants(), *processes_of_session(session)]
+            if not any(p.is_running() for p in left):
+                break
+            end_processes(left, grace_s=1.0)
+            descendants = []
         os._exit(128 + signum)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+
+
+def own_descendants() -> list:
+    """This process's children and theirs (Ray's raylet, its workers), as psutil processes."""
+    try:
+        import psutil
+
+        return psutil.Process().children(recursive=True)
+    except Exception:  # noqa: BLE001 - no psutil, or the tree changed while read: nothing to add
+        return []
+
+
+def no_new_ray() -> None:
+    """Stopping: Flower's simulation thread must not start Ray again once it is shut down
+    (a restarted Ray's agents outlived the run)."""
+    with contextlib.suppress(Exception):
+        import ray
+
+        def refuse(*args, **kwargs):  # noqa: ARG001 - ray.init's signature
+            raise RuntimeError("flowerbed is stopping: Ray is not started again")
+
+        ray.init = refuse
+
+
+def ray_session() -> str | None:
+    """The name of this process's Ray session (it names the session's every process), if any."""
+    try:
+        import ray
+        from ray._private import worker
+
+        return worker._global_node.session_name if ray.is_initialized() and worker._global_node else None
+    except Exception:  # noqa: BLE001 - Ray's internals moved, or it is stopping: no name
+        return None
+
+
+def processes_of_session(session: str | None) -> list:
+    """Processes whose command line names Ray session ``session`` (not this one)."""
+    if not session:
+        return []
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error, TypeError):
+            if process.pid != os.getpid() and session in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+    return found
+
+
+def end_processes(processes: list, grace_s: float = 3.0) -> None:
+    """Terminate what is left of ``processes`` (a worker a signal or Ray's shutdown did not
+    end), then kill what is still there after ``grace_s``."""
+    if not processes:
+        return
+    import psutil
+
+    alive = [p for p in processes if p.is_running()]
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def cmd_data(args: argparse.Namespace) -> int:
