@@ -192,6 +192,9 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     add_common_arguments(parser, "fedloge")
+    parser.add_argument("--records", default=str(REPO / "docs" / "results" / "fedloge_runs.json"),
+                        help="the finished runs' tags, params and page metrics as JSON: runs in it that the "
+                             "experiment lacks are added to it first, and it is rewritten after")
     args = parser.parse_args()
     quiet_logs()
 

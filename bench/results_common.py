@@ -14,6 +14,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from flowerbed.server.sweep import Variant, plan, run_sweep
+from flowerbed.server.tracking import get_or_create_experiment
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,9 +32,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--output", default=str(REPO / "docs" / "results" / f"{name}.md"))
     parser.add_argument("--summarize-only", action="store_true",
                         help="run nothing; tabulate the finished runs already in the experiment")
-    parser.add_argument("--records", default=str(REPO / "docs" / "results" / f"{name}_runs.json"),
-                        help="the finished runs' tags, params and page metrics as JSON: runs in it that the "
-                             "experiment lacks are added to it first, and it is rewritten after")
 
 
 def run_labelled(path: Path, label: str, overrides: list[str], seeds: list[int], rounds: int | None, uri: str,
@@ -144,8 +142,7 @@ def load_records(path: str, uri: str, experiment: str) -> int:
     if not Path(path).is_file():
         return 0
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = get_or_create_experiment(client, experiment)  # its artifacts beside a SQLite store
     present = {r.data.tags.get("record_of", r.info.run_id) for r in client.search_runs([exp_id])}
     added = 0
     for record in json.loads(Path(path).read_text())["runs"]:

@@ -219,15 +219,16 @@ class RoundHook:
         """Everything the rounds after ``server_round`` need (:mod:`~flowerbed.server.checkpoint`);
         called last in the round, so the generators' state is that of the next draw."""
         partition_of = self.grid.partition_of
+        state = arrays.to_torch_state_dict()  # deserialized once, for both files
         save_server_checkpoint(self.checkpointing.folder, {
             "round": server_round, "run_id": self.tracker.run_id, "scenario": self.scenario.to_dict(),
-            "arrays": {k: v.numpy() for k, v in arrays.items()},
+            "arrays": {k: v.numpy() for k, v in state.items()},
             "strategy": self.hooks.state(partition_of.__getitem__),
             "skipped_in_a_row": self.skipped.in_a_row, "history": self.tracker.history,
             "rng": rng_state(),
         })
         # The model so far is an artifact too: a run that stops keeps its latest model.
-        self.tracker.log_arrays(arrays.to_torch_state_dict())
+        self.tracker.log_arrays(state)
 
     def _score_global(self, arrays: ArrayRecord) -> dict[str, float]:
         """The global model (and a strategy's other generic models: other heads on the
@@ -305,9 +306,9 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
         skipped = skip_thin_rounds(strategy, scenario, roster)
         hook = RoundHook(scenario, roster, tracker, summary, strategy, skipped, checkpointing)
         initial = ArrayRecord(new_model(scenario).state_dict())
-        done = 0
+        done = hook.offset  # rounds a resumed run has behind it
         if resume is not None:
-            initial, done = hook.resume_from(resume), int(resume["round"])
+            initial = hook.resume_from(resume)
             continue_from(strategy, done)  # outermost: the wrappers above see the true round
         result = strategy.start(
             grid=roster,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from flowerbed.client.checkpoint import ClientStates, write_atomically
-from flowerbed.sims.config import Scenario
+from flowerbed.sims.config import Scenario, sqlite_file
 
 #: The MLflow tag naming a run's checkpoint folder.
 CHECKPOINT_TAG = "flowerbed.checkpoint"
@@ -60,10 +60,8 @@ def checkpoint_root(scenario: Scenario) -> Path:
     """``checkpoint.dir``, else ``checkpoints`` beside a SQLite store, else ``./checkpoints``."""
     if scenario.checkpoint.dir:
         return Path(scenario.checkpoint.dir).resolve()
-    uri = scenario.mlflow.tracking_uri
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).resolve().parent / "checkpoints"
-    return Path("checkpoints").resolve()
+    db = sqlite_file(scenario.mlflow.tracking_uri)
+    return (db.parent if db is not None else Path.cwd()) / "checkpoints"
 
 
 def new_checkpointing(scenario: Scenario) -> Checkpointing | None:
@@ -116,7 +114,8 @@ def check_store(which: str, tracking_uri: str) -> None:
     """A SQLite store to resume from must exist (checked before MLflow loads)."""
     from flowerbed.sims.config import ConfigError
 
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    db = sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
         raise ConfigError(f"--resume {which}: no MLflow store at {tracking_uri} (give its --tracking-uri)")
 
 

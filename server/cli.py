@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from flowerbed.sims.config import ConfigError, Scenario, load_scenario
+from flowerbed.sims.config import ConfigError, Scenario, load_scenario, sqlite_file
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -108,7 +108,8 @@ def check_tracking_uri(uri: str) -> None:
 
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme == "sqlite":
-        folder = Path(uri.removeprefix("sqlite:///")).resolve().parent if uri.startswith("sqlite:///") else None
+        db = sqlite_file(uri)
+        folder = None if db is None else db.parent
         if folder is None or not folder.is_dir():
             raise ConfigError(f"mlflow.tracking_uri: {uri!r}: no folder {folder} for the SQLite file "
                               "(write sqlite:///PATH, the folder existing)")

@@ -30,7 +30,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from flowerbed.sims.config import Scenario
+from flowerbed.sims.config import Scenario, sqlite_file
 from flowerbed.strategies import ResolvedStrategy
 
 #: Tag set on every simulation run, so summaries and other runs can be told apart.
@@ -105,10 +105,8 @@ def git_commit() -> str:
 def artifact_root(tracking_uri: str) -> str | None:
     """Artifacts of a SQLite store go beside the database file (``mlruns/`` there), not
     into whatever the working directory of the process that logs happens to be."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
-    return (db.resolve().parent / "mlruns").as_uri()
+    db = sqlite_file(tracking_uri)
+    return None if db is None else (db.parent / "mlruns").as_uri()
 
 
 def tracking_client(tracking_uri: str) -> MlflowClient:
@@ -117,9 +115,9 @@ def tracking_client(tracking_uri: str) -> MlflowClient:
     database do not race MLflow's schema migration (one of them failed with ``table
     _alembic_tmp_experiments already exists``). The lock file is in the temporary folder,
     named after the database's path."""
-    if not tracking_uri.startswith("sqlite:///"):
+    db = sqlite_file(tracking_uri)
+    if db is None:
         return MlflowClient(tracking_uri=tracking_uri)
-    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
     digest = hashlib.sha256(str(db).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"flowerbed-mlflow-{digest}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -145,6 +145,11 @@ class CheckpointConfig(_Section):
     dir: str = ""
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` tracking URI, resolved; None for any other store."""
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve() if tracking_uri.startswith("sqlite:///") else None
+
+
 class MlflowConfig(_Section):
     experiment: str = Field(default="flowerbed", min_length=1, max_length=256)  # MLflow's column size
     tracking_uri: str = "sqlite:///mlflow.db"

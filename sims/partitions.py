@@ -206,7 +206,9 @@ def local_test_split(train_labels: np.ndarray, test_labels: np.ndarray, ratio: f
 
 
 def _flwr_split(labels: np.ndarray, rows: np.ndarray, partitioner, clients: int) -> list[np.ndarray]:
-    """Run a flwr-datasets partitioner over ``rows`` (with their labels); row indices back."""
+    """Run a flwr-datasets partitioner over ``rows`` (with their labels); row indices back.
+    ``clients`` names the count in the error: asking a failed partitioner for its
+    ``num_partitions`` draws the partition again and raises the same error."""
     from datasets import Dataset
 
     partitioner.dataset = Dataset.from_dict({"label": labels[rows].tolist(), "row": rows.tolist()})
