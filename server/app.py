@@ -8,11 +8,13 @@ The same app runs under the Simulation Engine and over gRPC.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -23,10 +25,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from flowerbed.server.checkpoint import (CHECKPOINT_TAG, Checkpointing, continue_from, rng_state,
                                          save_server_checkpoint, set_rng_state)
+from flowerbed.server.contract import install_measurement_averaging
 from flowerbed.server.grid import RosterGrid, Traffic
 from flowerbed.server.policy import SkippedRounds, skip_thin_rounds
 from flowerbed.server.tracking import RunTracker
 from flowerbed.sims.config import Scenario
+from flowerbed.sims.run_config import read_run_config
 from flowerbed.sims.partitions import scenario_partition
 from flowerbed.sims.scoring import domain_accuracies, group_accuracies, score, score_many
 from flowerbed.sims.task import new_model, test_data
@@ -54,8 +58,8 @@ def build_strategy(scenario: Scenario, resolved: ResolvedStrategy):  # -> flwr S
         fraction_evaluate=sampling.fraction_evaluate,
         min_train_nodes=sampling.min_clients,
         min_evaluate_nodes=sampling.min_clients,
-        # Wait for every partition: the roster has already seen them all.
-        min_available_nodes=scenario.partition.num_clients,
+        # Every partition by default; deployments may go on with fewer (sampling.min_available_clients).
+        min_available_nodes=sampling.available_needed(scenario.partition.num_clients),
     )
 
 
@@ -73,7 +77,7 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
         "bytes_sent": traffic.bytes_sent,
         "bytes_received": traffic.bytes_received,
     }
-    trained = list(traffic.metrics.get("train", {}).values())
+    trained = [m for m in traffic.metrics.get("train", {}).values() if "train_loss" in m]
     if trained:
         out["train_loss"] = _mean([m["train_loss"] for m in trained], [m["num-examples"] for m in trained])
     tested = [m for m in trained if m.get("num-test", 0) > 0]
@@ -89,7 +93,8 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
         out.update({"clients_ok_evaluate": traffic.ok.get("evaluate", 0),
                     "clients_failed_evaluate": traffic.failed.get("evaluate", 0),
                     "clients_rejected_evaluate": len(traffic.rejected.get("evaluate", {}))})
-    scored = [m for m in traffic.metrics.get("evaluate", {}).values() if m.get("num-examples", 0) > 0]
+    scored = [m for m in traffic.metrics.get("evaluate", {}).values()
+              if m.get("num-examples", 0) > 0 and {"accuracy", "loss"} <= set(m)]
     if scored:
         weights = [m["num-examples"] for m in scored]
         out["personalized_accuracy"] = _mean([m["accuracy"] for m in scored])
@@ -289,7 +294,10 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
     # Flower samples clients with the module-level `random`: seed it for reproducibility.
     random.seed(scenario.seed)
     torch.manual_seed(scenario.seed)
-    roster = RosterGrid(grid, max_reply_bytes=int(scenario.sampling.max_reply_mb * 2**20))
+    sampling = scenario.sampling
+    needed = sampling.available_needed(scenario.partition.num_clients)
+    roster = RosterGrid(grid, max_reply_bytes=int(sampling.max_reply_mb * 2**20), needed=needed,
+                        wait_s=sampling.node_wait_s, query_timeout=min(sampling.round_timeout_s, sampling.node_wait_s))
     resolved = resolve_strategy(scenario)  # the one place a run's strategy is resolved
     resume = checkpointing.resume if checkpointing else None
     tracker = RunTracker(scenario, resolved, progress=progress, tags=tags, run_name=run_name,
@@ -300,8 +308,9 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
             tracker.set_tag(CHECKPOINT_TAG, str(checkpointing.folder))
         if resume is None:
             tracker.log_partition()
-        roster.build_roster(scenario.partition.num_clients, timeout=scenario.sampling.round_timeout_s)
+        roster.build_roster(scenario.partition.num_clients)
         strategy = build_strategy(scenario, resolved)
+        install_measurement_averaging(strategy)
         evaluate_on_schedule(strategy, scenario)
         skipped = skip_thin_rounds(strategy, scenario, roster)
         hook = RoundHook(scenario, roster, tracker, summary, strategy, skipped, checkpointing)
@@ -315,7 +324,8 @@ def run_server(grid: Grid, scenario: Scenario, progress: TextIO | None = sys.std
             initial_arrays=initial,
             num_rounds=scenario.rounds - done,
             timeout=scenario.sampling.round_timeout_s,
-            train_config=ConfigRecord(),
+            # The one server setting a client of Flower's examples reads (and flowerbed's obeys).
+            train_config=ConfigRecord({"lr": scenario.client.lr}),
             evaluate_config=ConfigRecord(),
             evaluate_fn=hook,
         )
@@ -373,27 +383,52 @@ def build_server_app(
     run_name: str | None = None,
     on_fail: Callable[[BaseException], None] | None = None,
     checkpointing: Checkpointing | None = None,
+    own_log: bool = False,
 ) -> ServerApp:
     """A ServerApp bound to ``scenario``, or reading it from the run config if None;
     ``on_finish`` gets the summary of a finished run, ``on_fail`` the error that ended
-    one (then re-raised)."""
+    one (then re-raised). With ``own_log`` (the app ``flwr run`` starts), the run's log
+    is flowerbed's line per round instead of Flower's, ending with the MLflow run."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        resolved = scenario or Scenario.from_run_config(context.run_config)
+        if scenario is None:
+            read = read_run_config(context.run_config)
+            for note in read.notes():
+                print(f"flowerbed: {note}", file=progress or sys.stderr, flush=True)
+        resolved = scenario or read.scenario
         try:
-            summary = run_server(grid, resolved, progress=progress, tags=tags, run_name=run_name,
-                                 checkpointing=checkpointing)
+            with flower_quiet(own_log):
+                summary = run_server(grid, resolved, progress=progress, tags=tags, run_name=run_name,
+                                     checkpointing=checkpointing)
         except Exception as err:
             if on_fail is not None:
                 on_fail(err)
             raise
+        if own_log:
+            print(f"flowerbed: finished: MLflow run {summary.run_id} in experiment "
+                  f"{resolved.mlflow.experiment!r} ({resolved.mlflow.tracking_uri})", file=progress or sys.stdout,
+                  flush=True)
         if on_finish is not None:
             on_finish(summary)
 
     return app
 
 
+@contextlib.contextmanager
+def flower_quiet(quiet: bool) -> Iterator[None]:
+    """Flower's round-by-round INFO lines off (its warnings and errors stay): they
+    repeat flowerbed's progress line with Flower's own means of the reply metrics."""
+    logger = logging.getLogger("flwr")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 #: The app `flwr run` and the SuperLink load (scenario from the run config).
-app = build_server_app()
+app = build_server_app(own_log=True)

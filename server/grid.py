@@ -4,9 +4,16 @@ Flower's strategies sample ``random.sample(grid.get_node_ids(), k)`` and aggrega
 replies in arrival order. Node ids are random per run and replies arrive in any
 order, so neither is reproducible. :class:`RosterGrid` wraps the real Grid:
 
-* a roster (one ``query`` message to every node) maps node id -> partition id;
+* a roster (one ``query`` message to every node) maps node id -> partition id; it is
+  brought up to date whenever the strategy lists the nodes: a node seen for the first
+  time is queried (a SuperNode restarted under a new id gets its partition back), a
+  node that left drops out, and a second node claiming a held partition is refused;
 * ``get_node_ids`` lists nodes in partition order, so a seeded ``random`` samples the
-  same partitions every run;
+  same partitions every run, and ends the run when fewer than a round needs stay
+  connected for longer than the wait allows (Flower's strategies wait forever);
+* a node that answers no roster query (a ClientApp written like Flower's examples,
+  without flowerbed's ``query`` handler) still trains and evaluates: its metrics are
+  kept under its node id;
 * ``send_and_receive`` returns replies in partition order and records, per round,
   the bytes sent and received, the failed replies and each client's metrics;
 * each reply is checked against the message it answers (:mod:`~flowerbed.server.replies`):
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from flowerbed.server.contract import with_flowerbed_names
 from flowerbed.server.replies import REJECTED_CODE, odd_names, rejected_reply, reply_problem
 
 
@@ -55,40 +63,108 @@ class Traffic:
     metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
 
 
+class NodesMissing(RuntimeError):
+    """Fewer nodes than a round needs stayed connected for longer than the wait allows."""
+
+
 class RosterGrid(Grid):
     """Delegates to ``grid``; see the module docstring for what it adds."""
 
-    def __init__(self, grid: Grid, max_reply_bytes: int = 1 << 62) -> None:
+    def __init__(self, grid: Grid, max_reply_bytes: int = 1 << 62, needed: int = 0,
+                 wait_s: float = float("inf"), query_timeout: float = 3600.0) -> None:
         self._grid = grid
         self.max_reply_bytes = max_reply_bytes
         self.last_sent = 0  # messages in the last send_and_receive
+        # The roster: the live nodes that hold a partition, one each.
         self.partition_of: dict[int, int] = {}
         self.num_examples: dict[int, int] = {}
+        # What every node that answered the roster query claimed, in the order they
+        # answered (the first live claimant of a partition holds it), and the nodes that
+        # answered no roster query (a stock Flower ClientApp has no `query` handler).
+        self.claims: dict[int, tuple[int, int]] = {}
+        self.unrostered: set[int] = set()
+        self.needed = needed  # connected clients a round waits for
+        self.wait_s = wait_s  # ... for at most this long in a row
+        self.query_timeout = query_timeout
+        self._short_since: float | None = None
+        self._refused: set[int] = set()  # live nodes claiming a held partition
+        self._gone: set[int] = set()  # partitions whose node left
         self._traffic = Traffic()
 
     # --- the roster ----------------------------------------------------------------
 
-    def build_roster(self, num_nodes: int, timeout: float = 3600.0, poll: float = 0.5) -> None:
-        """Wait for ``num_nodes`` nodes, then ask each which partition it holds."""
-        deadline = time.monotonic() + timeout
+    def build_roster(self, num_nodes: int, poll: float = 0.5) -> None:
+        """Wait for ``num_nodes`` nodes (for ``wait_s`` at most; then at least ``needed``
+        must be there), then ask each which partition it holds."""
+        deadline = time.monotonic() + self.wait_s
         while len(node_ids := list(self._grid.get_node_ids())) < num_nodes:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(node_ids)} of {num_nodes} nodes connected")
+                if len(node_ids) >= self.needed:
+                    LOG.warning("%d of %d nodes connected after %.0f s (sampling.node_wait_s): starting with them",
+                                len(node_ids), num_nodes, self.wait_s)
+                    break
+                raise NodesMissing(f"only {len(node_ids)} of the {self.needed} nodes a round needs connected "
+                                   f"within {self.wait_s:.0f} s (sampling.node_wait_s, sampling.min_available_clients)")
             time.sleep(poll)
-        queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
-                   for node in node_ids]
-        replies = list(self._grid.send_and_receive(queries, timeout=timeout))
-        for reply in replies:
-            if reply.has_error():
-                raise RuntimeError(
-                    f"node {reply.metadata.src_node_id} failed the roster query: {reply.error.reason}"
-                )
-            metrics = reply.content["metrics"]
-            self.partition_of[reply.metadata.src_node_id] = int(metrics["partition-id"])
-            self.num_examples[reply.metadata.src_node_id] = int(metrics["num-examples"])
-        held = sorted(self.partition_of.values())
-        if len(set(held)) != len(held):
-            raise RuntimeError(f"two nodes hold the same partition: {held}")
+        self.refresh()
+
+    def refresh(self) -> list[int]:
+        """Ask nodes seen for the first time which partition they hold, and rebuild the
+        roster from the live nodes: a node that rejoined under a new id takes its
+        partition back; a second live node claiming a held partition is refused.
+        Returns the nodes to sample from: rostered ones in partition order, then those
+        that answered no roster query, by node id."""
+        live = list(self._grid.get_node_ids())
+        new = [node for node in live if node not in self.claims and node not in self.unrostered]
+        if new:
+            self._query(new)
+        alive = set(live)
+        lost = [node for node in self.partition_of if node not in alive]
+        for node in lost:
+            LOG.warning("client %d (node %d) is gone", self.partition_of[node], node)
+            self._gone.add(self.partition_of[node])
+        roster: dict[int, int] = {}
+        holder: dict[int, int] = {}
+        for node, (partition, _) in self.claims.items():
+            if node not in alive:
+                continue
+            if partition in holder:
+                if node not in self._refused:
+                    self._refused.add(node)
+                    LOG.warning("node %d claims partition %d, which node %d holds: refused while that node is "
+                                "connected", node, partition, holder[partition])
+                continue
+            holder[partition] = node
+            roster[node] = partition
+            if partition in self._gone:
+                LOG.warning("client %d is back (node %d)", partition, node)
+                self._gone.discard(partition)
+            self._refused.discard(node)
+        self.partition_of = roster
+        self.num_examples = {node: self.claims[node][1] for node in roster}
+        return [*sorted(roster, key=roster.__getitem__), *sorted(n for n in self.unrostered if n in alive)]
+
+    def _query(self, nodes: list[int]) -> None:
+        queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
+        replies = {r.metadata.src_node_id: r for r in self._grid.send_and_receive(queries, timeout=self.query_timeout)}
+        for node in nodes:
+            reply = replies.get(node)
+            metrics = None if reply is None or reply.has_error() else next(iter(reply.content.metric_records.values()), None)
+            if metrics is None or "partition-id" not in metrics:
+                why = ("no reply" if reply is None else one_line(reply.error.reason or "") if reply.has_error()
+                       else "no partition-id in its reply")
+                LOG.warning("node %d answered no roster query (%s): a client without flowerbed's `query` handler, "
+                            "counted under its node id", node, why)
+                self.unrostered.add(node)
+                continue
+            self.claims[node] = (int(metrics["partition-id"]), int(metrics.get("num-examples", 0)))
+
+    def label_of(self, node_id: int) -> int | None:
+        """The id a node's metrics are kept under: its partition; a node outside the
+        roster that answered no roster query, its node id; else None."""
+        if node_id in self.partition_of:
+            return self.partition_of[node_id]
+        return node_id if node_id in self.unrostered else None
 
     def _order(self, node_id: int) -> tuple[int, int]:
         return (self.partition_of.get(node_id, 1 << 62), node_id)
@@ -127,12 +203,12 @@ class RosterGrid(Grid):
             return
         tally.ok[kind] = tally.ok.get(kind, 0) + 1
         tally.bytes_received += content_bytes(reply.content)
-        partition = self.partition_of.get(reply.metadata.src_node_id)
+        partition = self.label_of(reply.metadata.src_node_id)
         if partition is not None:
             merged: dict[str, float] = {}
             for record in reply.content.metric_records.values():
                 merged.update({k: v for k, v in record.items() if isinstance(v, (int, float))})
-            tally.metrics.setdefault(kind, {})[partition] = merged
+            tally.metrics.setdefault(kind, {})[partition] = with_flowerbed_names(merged, kind)
 
     # --- Grid ----------------------------------------------------------------------
 
@@ -148,10 +224,27 @@ class RosterGrid(Grid):
             replies[usable[index]] = self._reject(replies[usable[index]], sent, problem)
         for reply in replies:
             self._record_reply(reply)
+        answered = {r.metadata.src_node_id for r in replies}
+        for node, message in sent.items():  # a node that died mid-round, or is too slow
+            if node not in answered and message.metadata.message_type != MessageType.QUERY:
+                kind = message.metadata.message_type
+                LOG.warning("client %s: no %s reply within the round's timeout (sampling.round_timeout_s)",
+                            self.label_of(node) if self.label_of(node) is not None else f"on node {node}", kind)
+                self._traffic.failed[kind] = self._traffic.failed.get(kind, 0) + 1
         return replies
 
     def get_node_ids(self) -> Iterable[int]:
-        return sorted(self._grid.get_node_ids(), key=self._order)
+        """The nodes to sample from (:meth:`refresh`). Fewer than ``needed`` of them
+        for ``wait_s`` in a row ends the run (Flower's strategies would wait forever)."""
+        nodes = self.refresh()
+        if len(nodes) >= self.needed:
+            self._short_since = None
+        elif self._short_since is None:
+            self._short_since = time.monotonic()
+        elif time.monotonic() - self._short_since > self.wait_s:
+            raise NodesMissing(f"{len(nodes)} of the {self.needed} clients a round needs stayed connected for "
+                               f"{self.wait_s:.0f} s (sampling.min_available_clients, sampling.node_wait_s)")
+        return nodes
 
     def set_run(self, run):  # type: ignore[no-untyped-def]
         self._grid.set_run(run)

@@ -130,6 +130,15 @@ class SamplingConfig(_Section):
     max_skipped_rounds: int = Field(default=3, ge=1)
     # How long a round waits for replies before counting the missing ones failed.
     round_timeout_s: float = Field(default=3600.0, gt=0)
+    # Nodes (deployment): a round starts once this many clients are connected (0: every
+    # partition, `partition.num_clients`); fewer than that for `node_wait_s` seconds in a
+    # row, at the start or between rounds, fails the run instead of waiting forever.
+    min_available_clients: int = Field(default=0, ge=0)
+    node_wait_s: float = Field(default=600.0, gt=0)
+
+    def available_needed(self, num_clients: int) -> int:
+        """The connected clients a round waits for."""
+        return self.min_available_clients or num_clients
 
     def evaluates(self, server_round: int, rounds: int) -> bool:
         return server_round in (0, rounds) or server_round % self.evaluate_every == 0
@@ -206,11 +215,10 @@ class Scenario(_Section):
             if getattr(self.client, key) and name not in IMAGE_DATASETS:
                 raise ValueError(f"client.{key}={getattr(self.client, key)} needs an image dataset "
                                  f"({', '.join(IMAGE_DATASETS)}); dataset.name={name!r} is not one")
-        if self.sampling.min_clients > self.partition.num_clients:
-            raise ValueError(
-                f"sampling.min_clients={self.sampling.min_clients} exceeds "
-                f"partition.num_clients={self.partition.num_clients}"
-            )
+        for key in ("min_clients", "min_available_clients"):
+            if getattr(self.sampling, key) > self.partition.num_clients:
+                raise ValueError(f"sampling.{key}={getattr(self.sampling, key)} exceeds "
+                                 f"partition.num_clients={self.partition.num_clients}")
         return self
 
     # --- conversions ---------------------------------------------------------------
@@ -223,32 +231,6 @@ class Scenario(_Section):
     def to_run_config(self) -> dict[str, bool | int | float | str]:
         """Flattened to Flower's run-config form (dotted keys, scalar values)."""
         return flatten(self.to_dict())
-
-    @classmethod
-    def from_run_config(cls, run_config: dict[str, Any]) -> "Scenario":
-        """The scenario in a Flower run config: the flattened keys, or, when the key
-        ``scenario`` is set, that whole scenario (a file shipped in ``flowerbed.sims``
-        by name, e.g. ``fedpub_cora_disjoint10``, or TOML text) with the
-        ``;``-separated ``KEY=VALUE`` pairs of ``overrides`` applied. Flower only
-        accepts run-config keys declared in the app's pyproject.toml, so any other
-        scenario travels this way."""
-        flat = dict(run_config)
-        whole = str(flat.pop(RUN_CONFIG_SCENARIO, "") or "").strip()
-        extra = [o.strip() for o in str(flat.pop(RUN_CONFIG_OVERRIDES, "") or "").split(";") if o.strip()]
-        if not whole:
-            return parse_scenario(apply_overrides(unflatten(flat), extra))
-        if "=" in whole:
-            tree = tomllib.loads(whole)
-        else:
-            from importlib.resources import files
-
-            packaged = files("flowerbed.sims") / f"{whole.removesuffix('.toml')}.toml"
-            if not packaged.is_file():
-                raise ConfigError(f"scenario: no scenario file {whole!r} in flowerbed.sims")
-            tree = tomllib.loads(packaged.read_text())
-            tree.setdefault("name", whole.removesuffix(".toml"))
-        return parse_scenario(apply_overrides(tree, extra))
-
 
 # --- dict helpers -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import tomli_w
 
 from flowerbed.server.cli import EXIT_BAD_INPUT, main
 from flowerbed.sims.config import ConfigError, Scenario, load_scenario, parse_scenario
+from flowerbed.sims.run_config import read_run_config
 from flowerbed.strategies import resolve_strategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,14 +226,14 @@ def test_run_config_round_trip_is_lossless():
                                                                   "strategy.ggeur.augment=isotropic"])
     flat = scenario.to_run_config()
     assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())
-    assert Scenario.from_run_config(flat) == scenario
+    assert read_run_config(flat).scenario == scenario
 
 
 def test_pyproject_app_config_is_the_quickstart():
     import tomllib
 
     app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    from_pyproject = Scenario.from_run_config(app_config)
+    from_pyproject = read_run_config(app_config).scenario
     quickstart = load_scenario(REPO / "sims" / "quickstart.toml")
     assert from_pyproject == quickstart
 
@@ -241,12 +242,41 @@ def test_run_config_can_carry_a_whole_scenario():
     import tomllib
 
     app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    by_name = Scenario.from_run_config({**app_config, "scenario": "fedpub_cora_disjoint10",
-                                        "overrides": "rounds=3; strategy.fedpub.tau=5.0"})
+    by_name = read_run_config({**app_config, "scenario": "fedpub_cora_disjoint10",
+                               "overrides": "rounds=3; strategy.fedpub.tau=5.0"}).scenario
     expected = load_scenario(REPO / "sims" / "fedpub_cora_disjoint10.toml", ["rounds=3", "strategy.fedpub.tau=5.0"])
     assert by_name == expected
     text = (REPO / "sims" / "fraug_mnist_usps.toml").read_text()
-    assert Scenario.from_run_config({**app_config, "scenario": text}) == load_scenario(
+    assert read_run_config({**app_config, "scenario": text}).scenario == load_scenario(
         REPO / "sims" / "fraug_mnist_usps.toml").model_copy(update={"name": None})
     with pytest.raises(ConfigError, match="scenario: no scenario file 'nope'"):
-        Scenario.from_run_config({**app_config, "scenario": "nope"})
+        read_run_config({**app_config, "scenario": "nope"})
+
+
+def test_plain_keys_beside_a_scenario_are_applied_not_dropped():
+    import tomllib
+
+    app_config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    read = read_run_config({**app_config, "scenario": "fedpub_cora_disjoint10", "mlflow.experiment": "mine",
+                            "overrides": "rounds=3"})
+    assert read.scenario.mlflow.experiment == "mine" and read.scenario.rounds == 3
+    assert read.scenario.strategy.name == "fedpub"  # the declared default "fedavg" did not apply
+    assert read.applied == ("mlflow.experiment",)
+
+
+def test_a_stock_flower_run_config_gets_the_quickstart_with_the_keys_it_understands():
+    # What Flower's quickstart-pytorch ServerApp declares.
+    read = read_run_config({"num-server-rounds": 3, "fraction-train": 0.5, "local-epochs": 1, "lr": 0.01,
+                            "batch-size": 16, "fraction-evaluate": 1.0, "some-key": "x"})
+    quickstart = load_scenario(REPO / "sims" / "quickstart.toml")
+    assert not read.flowerbed and read.ignored == ("some-key",)
+    assert read.scenario.client.model_dump() == {**quickstart.client.model_dump(), "local_epochs": 1, "lr": 0.01,
+                                                 "batch_size": 16}
+    assert (read.scenario.rounds, read.scenario.sampling.fraction_train) == (3, 0.5)
+    assert read.scenario.dataset == quickstart.dataset and read.scenario.model == quickstart.model
+    assert any("some-key" in note for note in read.notes())
+
+
+def test_a_foreign_key_beside_flowerbed_keys_is_reported_not_an_error():
+    read = read_run_config({**load_scenario(REPO / "sims" / "quickstart.toml").to_run_config(), "num-rounds": 3})
+    assert read.flowerbed and read.ignored == ("num-rounds",) and read.scenario.rounds == 10

@@ -1,0 +1,1 @@
+"""stockapp: a Flower / PyTorch app, as Flower's quickstart-pytorch, on digits."""
