@@ -22,7 +22,9 @@ order, so neither is reproducible. :class:`RosterGrid` wraps the real Grid:
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,6 +49,26 @@ def one_line(reason: str, limit: int = 300) -> str:
 def content_bytes(content: RecordDict) -> int:
     """Serialized size of a message's records (arrays, metrics, configs)."""
     return sum(record.count_bytes() for record in content.values())
+
+
+FIRST_PULL_S, MAX_PULL_S = 0.02, 0.25  # reply polling over gRPC (see RosterGrid._exchange)
+
+
+def over_http(grid: Grid) -> bool:
+    """Whether ``grid`` is Flower's deployment grid (a ServerApp run by a SuperLink). Then
+    also: a reply is listed as soon as its header has arrived, and pulling its objects
+    before they have waits 1 s, then 2 s (``PULL_INITIAL_BACKOFF``): retry after 10 ms."""
+    if os.environ.get("FLOWERBED_FLOWER_POLLING") == "1":  # Flower's own loop (bench/grpc_round.py)
+        return False
+    try:
+        from flwr.superlink.grid import http_grid
+    except ImportError:
+        return False
+    if not isinstance(grid, http_grid.HttpGrid):
+        return False
+    if not isinstance(http_grid.pull_objects, functools.partial):
+        http_grid.pull_objects = functools.partial(http_grid.pull_objects, initial_backoff=0.01, backoff_cap=0.5)
+    return True
 
 
 @dataclass
@@ -90,6 +112,7 @@ class RosterGrid(Grid):
         self._refused: set[int] = set()  # live nodes claiming a held partition
         self._gone: set[int] = set()  # partitions whose node left
         self._traffic = Traffic()
+        self._polls_slowly = over_http(grid)
 
     # --- the roster ----------------------------------------------------------------
 
@@ -146,7 +169,7 @@ class RosterGrid(Grid):
 
     def _query(self, nodes: list[int]) -> None:
         queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
-        replies = {r.metadata.src_node_id: r for r in self._grid.send_and_receive(queries, timeout=self.query_timeout)}
+        replies = {r.metadata.src_node_id: r for r in self._exchange(queries, self.query_timeout)}
         for node in nodes:
             reply = replies.get(node)
             metrics = None if reply is None or reply.has_error() else next(iter(reply.content.metric_records.values()), None)
@@ -212,12 +235,42 @@ class RosterGrid(Grid):
 
     # --- Grid ----------------------------------------------------------------------
 
+    def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
+        """Send ``messages`` and collect their replies until all came or ``timeout``.
+        Over gRPC (Flower's HTTP grid), push and pull here: Flower's loop sleeps 3 s
+        between pulls, most of a round at small scale; this one pulls after 20 ms,
+        backing off to 250 ms while nothing comes. Other grids keep their own loop."""
+        if not self._polls_slowly:
+            return list(self._grid.send_and_receive(messages, timeout=timeout))
+        ids = list(self._grid.push_messages(messages))
+        asked = {i: m for i, m in zip(ids, messages) if i is not None}
+        pending = set(asked)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        wait = FIRST_PULL_S
+        while pending and (deadline is None or time.monotonic() < deadline):
+            got = [self._from_its_node(r, asked) for r in self._grid.pull_messages(pending)]
+            replies += got
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if pending:
+                time.sleep(wait)
+                wait = FIRST_PULL_S if got else min(MAX_PULL_S, wait * 1.5)
+        return replies
+
+    def _from_its_node(self, reply: Message, asked: dict[str, Message]) -> Message:
+        """The SuperLink answers for a node it marked offline with an error reply from
+        itself (``src_node_id`` 1): the same error, from the node that was asked."""
+        question = asked.get(reply.metadata.reply_to_message_id)
+        if reply.has_error() and question is not None and reply.metadata.src_node_id != question.metadata.dst_node_id:
+            return Message(reply.error, reply_to=question)
+        return reply
+
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         self.last_sent = len(messages)
         self._traffic.bytes_sent += sum(content_bytes(m.content) for m in messages)
         sent = {m.metadata.dst_node_id: m for m in messages}
-        replies = sorted((self._checked(r, sent) for r in self._grid.send_and_receive(messages, timeout=timeout)),
+        replies = sorted((self._checked(r, sent) for r in self._exchange(messages, timeout)),
                          key=lambda r: self._order(r.metadata.src_node_id))
         usable = [i for i, r in enumerate(replies) if not r.has_error() and r.metadata.src_node_id in sent]
         for index, problem in odd_names([replies[i] for i in usable]).items():

@@ -1,0 +1,1 @@
+"""Deployment helpers: the launch scripts' checks (``python -m flowerbed.deploy.probe``)."""
