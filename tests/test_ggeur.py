@@ -287,7 +287,8 @@ def test_messages_carry_statistics_only_and_runs_repeat(tmp_path, monkeypatch):
     for messages, replies, _ in by_type["train"]:
         # GGEUR's parameters travel as its one model, under its one key, and nothing else of it.
         assert all(GGEURParams.from_config(m.content["config"], "ggeur") == GGEURParams() for m in messages)
-        assert all(set(m.content["config"]) == {"server-round", "flowerbed.ggeur"} for m in messages)
+        # With Flower's server-round and the run's lr (deploy/CLIENTS.md).
+        assert all(set(m.content["config"]) == {"server-round", "lr", "flowerbed.ggeur"} for m in messages)
         for reply in replies:
             assert set(reply.content.keys()) == {"arrays", "metrics"}
             assert set(reply.content["arrays"].keys()) == model_keys
