@@ -103,11 +103,28 @@ class Proximal:
         return loss + 0.5 * self.mu * drift
 
 
-def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach()
+
+
+class LossMean:
+    """The mean of a run's batch losses, summed on the loss's device: no host sync per
+    minibatch (``float(loss)`` waits for the GPU). Summed in float64 in batch order, the
+    same additions ``sum(float(loss) ...)`` makes, so the mean is the same to the bit."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total = self.total + loss.to(torch.float64)
+        self.count += 1
+
+    def mean(self) -> float:
+        return float(self.total) / max(self.count, 1)
 
 
 #: An extra loss term of the model (a strategy's regulariser), added to every step.
@@ -128,14 +145,14 @@ def train_local(
     model.train()
     optimizer = optimizer or make_optimizer(model.parameters(), settings)
     proximal = Proximal(model, settings.proximal_mu)
-    losses = []
+    losses = LossMean()
     for xb, yb in round_batches(x, y, settings, generator):
         logits = model(xb)
         if settings.double_softmax:
             logits = logits.softmax(dim=1)
         loss = proximal(model, F.cross_entropy(logits, yb))
-        losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
-    return sum(losses) / max(len(losses), 1)
+        losses.add(_step(model, optimizer, loss + extra(model) if extra else loss))
+    return losses.mean()
 
 
 def train_graph(model: nn.Module, data, settings: TrainSettings,
@@ -145,12 +162,12 @@ def train_graph(model: nn.Module, data, settings: TrainSettings,
     model.train()
     optimizer = optimizer or make_optimizer(model.parameters(), settings)
     proximal = Proximal(model, settings.proximal_mu)
-    losses = []
+    losses = LossMean()
     for _ in range(settings.local_epochs):
         logits = model(data.x, data.edge_index)
         loss = proximal(model, F.cross_entropy(logits[data.train], data.y[data.train]))
-        losses.append(_step(model, optimizer, loss + extra(model) if extra else loss))
-    return sum(losses) / max(len(losses), 1)
+        losses.add(_step(model, optimizer, loss + extra(model) if extra else loss))
+    return losses.mean()
 
 
 def fit(model: nn.Module, data, settings: TrainSettings, generator: torch.Generator,

@@ -80,6 +80,8 @@ def client_round_metrics(traffic: Traffic) -> dict[str, float]:
     trained = [m for m in traffic.metrics.get("train", {}).values() if "train_loss" in m]
     if trained:
         out["train_loss"] = _mean([m["train_loss"] for m in trained], [m["num-examples"] for m in trained])
+        # The device each client trained on (its reply's on-gpu): how many used a GPU.
+        out["clients_on_gpu"] = float(sum(int(m.get("on-gpu", 0)) for m in trained))
     tested = [m for m in trained if m.get("num-test", 0) > 0]
     if tested:  # graph clients score their model after local training (the graph protocol)
         out["personalized_accuracy_trained"] = _mean([m["test_accuracy"] for m in tested])

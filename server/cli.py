@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from flowerbed.sims.config import ConfigError, Scenario, load_scenario, sqlite_file
+from flowerbed.sims.config import ConfigError, Scenario, SimulationConfig, load_scenario, sqlite_file
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -64,14 +64,16 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"mlflow.experiment={toml_string(args.experiment)}")
     if args.data_root:
         overrides.append(f"dataset.root={toml_string(str(Path(args.data_root).resolve()))}")
+    if getattr(args, "ray_address", None):
+        overrides.append(f"simulation.ray_address={toml_string(args.ray_address)}")
     return overrides
 
 
 def resolve(args: argparse.Namespace) -> Scenario:
     """The scenario file with the overrides applied, validated with its strategy."""
+    scenario = load_scenario(args.scenario, common_overrides(args))  # first: a bad file needs no torch
     from flowerbed.strategies import resolve_strategy
 
-    scenario = load_scenario(args.scenario, common_overrides(args))
     resolve_strategy(scenario)
     return scenario
 
@@ -86,16 +88,25 @@ def parse_tags(items: list[str] | None) -> dict[str, str]:
     return tags
 
 
-def preflight(scenario: Scenario) -> None:
+def preflight(scenario: Scenario, progress=sys.stdout) -> None:
     """Load the data and make the partition in this process before any worker starts,
-    so a missing file or an impossible partition fails here, with its key or path."""
-    from flowerbed.sims.datasets import DatasetMissing
+    so a missing file or an impossible partition fails here, with its key or path; a
+    line per step, with its seconds."""
+    from flowerbed.server.simulate import Phases
+    from flowerbed.sims.datasets import DatasetMissing, load_dataset
     from flowerbed.sims.partitions import PartitionError, scenario_partition
 
-    check_resources(scenario)
+    from flowerbed.server.resources import check_machine, on_a_cluster
+
+    if not on_a_cluster(scenario):  # a cluster's nodes are checked once attached, before any actor
+        check_machine(scenario)
     check_tracking_uri(scenario.mlflow.tracking_uri)
+    phases = Phases(progress)
     try:
+        load_dataset(scenario.dataset)
+        phases.done(f"data: {scenario.dataset.name}")
         scenario_partition(scenario)
+        phases.done(f"partition: {scenario.partition.kind}, {scenario.partition.num_clients} clients")
     except (DatasetMissing, PartitionError) as err:
         raise ConfigError(str(err)) from None
 
@@ -124,18 +135,6 @@ def check_tracking_uri(uri: str) -> None:
                           "or a database URI (postgresql://...)")
 
 
-def check_resources(scenario: Scenario) -> None:
-    """A client asking for more than this machine has would wait for it forever."""
-    import torch
-
-    cpus = os.cpu_count() or 1
-    if scenario.client.num_cpus > cpus:
-        raise ConfigError(f"client.num_cpus: {scenario.client.num_cpus} but this machine has {cpus} CPUs")
-    if scenario.client.num_gpus > 0 and not torch.cuda.is_available():
-        raise ConfigError(f"client.num_gpus: {scenario.client.num_gpus} but torch sees no GPU here "
-                          "(a CPU build, or no device); set client.num_gpus = 0")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     checkpointing = None
     if args.resume:
@@ -148,6 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_store(args.resume, uri)
         quiet_logs(args.verbose)
         scenario, checkpointing = resumable(args.resume, uri)
+        if args.ray_address:  # where it runs, not what it computes
+            scenario = scenario.model_copy(update={"simulation": SimulationConfig(ray_address=args.ray_address)})
         print(f"flowerbed: resuming MLflow run {checkpointing.resume['run_id']} after round "
               f"{checkpointing.resume_round} of {scenario.rounds}", flush=True)
     elif not args.scenario:
@@ -343,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--experiment", help="MLflow experiment name")
     run.add_argument("--data-root", help="dataset root (else $FLOWERBED_DATA_ROOT, else ~/.cache/flowerbed)")
     run.add_argument("--tag", action="append", metavar="KEY=VALUE", help="an extra tag on the MLflow run")
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="attach to this running Ray cluster (what `ray start --head` prints, or 'auto') "
+                          "instead of starting Ray here; = --set simulation.ray_address=ADDRESS")
     run.add_argument("--run-name", help="the MLflow run's name (default <method>-<scenario>-seed<seed>)")
     run.add_argument("--resume", metavar="RUN_ID",
                      help="continue an interrupted run from its last checkpoint (an MLflow run id, or 'last')")

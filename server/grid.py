@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -85,6 +86,15 @@ class Traffic:
     metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
 
 
+@runtime_checkable
+class KnowsPartitions(Protocol):
+    """A grid that made its nodes itself (flowerbed's simulation engine) knows which
+    partition each holds: the roster needs no query round."""
+
+    def partitions(self) -> dict[int, tuple[int, int]]:
+        """node id -> (partition id, training examples)"""
+
+
 class NodesMissing(RuntimeError):
     """Fewer nodes than a round needs stayed connected for longer than the wait allows."""
 
@@ -113,6 +123,8 @@ class RosterGrid(Grid):
         self._gone: set[int] = set()  # partitions whose node left
         self._traffic = Traffic()
         self._polls_slowly = over_http(grid)
+        self._last_live: list[int] | None = None
+        self._last_order: list[int] = []
 
     # --- the roster ----------------------------------------------------------------
 
@@ -138,8 +150,13 @@ class RosterGrid(Grid):
         Returns the nodes to sample from: rostered ones in partition order, then those
         that answered no roster query, by node id."""
         live = list(self._grid.get_node_ids())
+        if live == self._last_live:  # nothing joined or left: the same roster
+            return list(self._last_order)
         new = [node for node in live if node not in self.claims and node not in self.unrostered]
-        if new:
+        if new and isinstance(self._grid, KnowsPartitions):
+            known = self._grid.partitions()
+            self.claims.update({node: known[node] for node in new})
+        elif new:
             self._query(new)
         alive = set(live)
         lost = [node for node in self.partition_of if node not in alive]
@@ -165,7 +182,11 @@ class RosterGrid(Grid):
             self._refused.discard(node)
         self.partition_of = roster
         self.num_examples = {node: self.claims[node][1] for node in roster}
-        return [*sorted(roster, key=roster.__getitem__), *sorted(n for n in self.unrostered if n in alive)]
+        order = [*sorted(roster, key=roster.__getitem__), *sorted(n for n in self.unrostered if n in alive)]
+        # Kept only when every live node is accounted for (none refused, none unanswered).
+        settled = len(order) == len(live) and not self._refused
+        self._last_live, self._last_order = (live, order) if settled else (None, [])
+        return list(order)
 
     def _query(self, nodes: list[int]) -> None:
         queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]

@@ -18,6 +18,13 @@ DATA_ROOT_ENV = "FLOWERBED_DATA_ROOT"
 SPLIT_SEED = 0
 
 
+#: The model names a scenario may give (``sims.models.MODELS`` builds each): here, so
+#: that validating a config imports no torch (``flowerbed --help`` and a bad input's
+#: error come back in a fraction of a second). The graph models take graphs only.
+MODEL_NAMES = ("mlp", "mlp2", "logreg", "cnn", "cnn_bn", "mlp_bn", "gcn", "masked_gcn")
+GRAPH_MODELS = ("gcn", "masked_gcn")
+
+
 class DatasetMissing(FileNotFoundError):
     """A dataset file is not under the data root; the message names the file."""
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flowerbed.sims.datasets import DATASET_DOMAINS, GRAPH_DATASETS, IMAGE_DATASETS, DatasetConfig
-from flowerbed.sims.models import GRAPH_MODELS, MODELS
+from flowerbed.sims.base import GRAPH_MODELS, MODEL_NAMES
 from flowerbed.sims.partitions import DOMAIN_KINDS, GRAPH_KINDS, PARTITION_KINDS, PartitionConfig
 
 #: Run-config keys that carry a whole scenario, and overrides on top of it.
@@ -44,7 +44,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name: Literal[tuple(MODELS)]  # type: ignore[valid-type]
+    name: Literal[MODEL_NAMES]  # type: ignore[valid-type]
     hidden: int = Field(default=64, ge=1, le=65536)
 
 
@@ -164,6 +164,17 @@ class MlflowConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
+class SimulationConfig(_Section):
+    """How ``flowerbed run`` simulates (never what it computes: the metrics are the same
+    either way). ``engine``: flowerbed's grid over a pool of Ray actors, or Flower's
+    Simulation Engine (``run_simulation``). ``ray_address``: a running Ray cluster to
+    attach to (``ray start --head`` prints it; "auto" finds a local one) instead of
+    starting Ray here; None: ``$RAY_ADDRESS`` if set, else a new local Ray."""
+
+    engine: Literal["actors", "flower"] = "actors"
+    ray_address: str | None = Field(default=None, min_length=1)
+
+
 class Scenario(_Section):
     """A whole, validated scenario."""
 
@@ -179,6 +190,8 @@ class Scenario(_Section):
     sampling: SamplingConfig = SamplingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    # None (left out of the run's params) unless a scenario or --ray-address sets it.
+    simulation: SimulationConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

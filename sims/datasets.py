@@ -202,7 +202,14 @@ def load_dataset(spec: DatasetConfig | str, root: str | None = None):
     """
     if isinstance(spec, str):
         spec = DatasetConfig(name=spec, root=root)
+    if spec in ADOPTED:
+        return ADOPTED[spec]
     return _load_cached(spec)
+
+
+#: Datasets this process did not load itself: a simulation's driver loaded them and
+#: shares them with its actors (read-only arrays in Ray's object store), by table.
+ADOPTED: dict[DatasetConfig, Any] = {}
 
 
 @functools.lru_cache(maxsize=4)

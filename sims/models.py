@@ -13,6 +13,8 @@ from math import prod
 import torch
 from torch import nn
 
+from flowerbed.sims.base import GRAPH_MODELS, MODEL_NAMES  # noqa: F401 - GRAPH_MODELS: re-exported
+
 
 class SplitModel(nn.Module):
     """``head(body(x))``; input (B, *input_shape), output logits (B, num_classes)."""
@@ -129,7 +131,7 @@ MODELS: dict[str, Callable[[tuple[int, ...], int, int], nn.Module]] = {
     "gcn": _gcn,
     "masked_gcn": _masked_gcn,
 }
-GRAPH_MODELS = ("gcn", "masked_gcn")
+assert tuple(MODELS) == MODEL_NAMES, "sims.base.MODEL_NAMES lists the models a config accepts"
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 64) -> nn.Module:

@@ -9,9 +9,14 @@ split, domains and per-class Dirichlet over domains (GGEUR's LDS), few labels
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -441,11 +446,64 @@ def _subgraphs(data, cfg, seed: int) -> Partition:
     return Partition(clients)
 
 
+#: "0": never read or write partitions on disk (see :func:`_cached_partition`).
+PARTITION_CACHE_ENV = "FLOWERBED_PARTITION_CACHE"
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_partition(dataset, partition, seed: int) -> Partition:
-    return make_partition(load_dataset(dataset), partition, seed)
+    """Made once per process, and kept on disk (the writable cache, never the data
+    root): a run of a partition made before reads it back in milliseconds, without
+    loading flwr-datasets (Hugging Face ``datasets``: seconds of imports). The file's
+    name digests everything the partition depends on: the tables, the seed, the
+    labels (and domains, graph) of the data, this code and flwr-datasets' version."""
+    data = load_dataset(dataset)
+    if os.environ.get(PARTITION_CACHE_ENV) == "0":
+        return make_partition(data, partition, seed)
+    from flowerbed.sims.base import resolve_data_root
+    from flowerbed.sims.cache import writable_cache
+
+    path = writable_cache(resolve_data_root(dataset.root)) / "partitions" / f"{_digest(data, dataset, partition, seed)}.pkl"
+    with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    made = make_partition(data, partition, seed)
+    with contextlib.suppress(OSError):  # a cache that cannot be written is no error
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(partial, "wb") as f:
+            pickle.dump(made, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)  # whole or absent, whoever reads it
+    return made
+
+
+def _digest(data, dataset, partition, seed: int) -> str:
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    for part in (dataset.model_dump_json(), partition.model_dump_json(), str(seed), version("flwr-datasets")):
+        h.update(part.encode())
+    here = Path(__file__).parent
+    for source in ("partitions.py", "graphs.py"):
+        h.update((here / source).read_bytes())
+    if isinstance(data, GraphDataset):
+        arrays = [getattr(data.graph, k).numpy() for k in ("y", "edge_index", "train", "val", "test")]
+    else:
+        arrays = [data.y_train, data.y_test, np.array(data.x_train.shape), np.array(data.x_test.shape),
+                  *(a for a in (data.domain_train, data.domain_test) if a is not None)]
+    for array in arrays:
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:32]
+
+
+#: Partitions this process did not compute: a simulation's driver made them once and
+#: shares them with its actors, by (dataset, partition, seed) tables.
+ADOPTED: dict[tuple, Partition] = {}
 
 
 def scenario_partition(scenario) -> Partition:
-    """The scenario's partition, computed once per process and cached."""
-    return _cached_partition(scenario.dataset, scenario.partition, scenario.seed)
+    """The scenario's partition, computed once per process and cached (or adopted)."""
+    key = (scenario.dataset, scenario.partition, scenario.seed)
+    if key in ADOPTED:
+        return ADOPTED[key]
+    return _cached_partition(*key)

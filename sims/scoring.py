@@ -85,7 +85,7 @@ def group_accuracies(pred: torch.Tensor, y: torch.Tensor, groups: dict[str, list
     groups without a sample are left out."""
     out = {}
     for name, classes in groups.items():
-        mask = torch.isin(y, torch.tensor(classes, dtype=y.dtype))
+        mask = torch.isin(y, torch.tensor(classes, dtype=y.dtype, device=y.device))
         if bool(mask.any()):
             out[name] = float((pred[mask] == y[mask]).float().mean())
     return out

@@ -6,7 +6,9 @@ that the process serves (a Ray actor serves many simulated clients in turn).
 
 from __future__ import annotations
 
+import collections
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +16,10 @@ import torch
 from torch import nn
 
 from flowerbed.sims.config import Scenario
+from flowerbed.sims import datasets, partitions
 from flowerbed.sims.datasets import ArrayDataset, GraphDataset, load_dataset
 from flowerbed.sims.models import build_model
-from flowerbed.sims.partitions import scenario_partition
+from flowerbed.sims.partitions import Partition, scenario_partition
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ class GraphData:
         return int(self.test.sum())
 
 
+def adopt(scenario: Scenario, data: ArrayDataset | GraphDataset, partition: Partition) -> None:
+    """Use ``data`` and ``partition`` (made by another process: a simulation's driver)
+    as this process's dataset and partition of ``scenario``, instead of making them."""
+    datasets.ADOPTED[scenario.dataset] = data
+    partitions.ADOPTED[(scenario.dataset, scenario.partition, scenario.seed)] = partition
+
+
 def client_device(scenario: Scenario) -> torch.device:
     """CUDA when the scenario gives clients a GPU share and this process sees a GPU
     (Ray sets ``CUDA_VISIBLE_DEVICES`` for actors with ``num_gpus``), else CPU."""
@@ -78,12 +88,47 @@ def _graph_data(graph, device: torch.device) -> GraphData:
     return GraphData(*(getattr(graph, k).to(device) for k in ("x", "edge_index", "y", "train", "val", "test")))
 
 
-# Small: a Ray actor serves many clients in turn, and each entry is a copy of that
-# client's rows; rebuilding one from the cached dataset takes about a millisecond.
-@functools.lru_cache(maxsize=16)
+#: Bytes of client tensors a process keeps (least recently used out first). A Ray actor
+#: serves every client in turn, and each entry is a copy of that client's rows:
+#: rebuilding one is a copy of its rows (about a millisecond for 600 Fashion-MNIST
+#: images), paid by every client every round once they outnumber the cache.
+CLIENT_CACHE_BYTES = int(os.environ.get("FLOWERBED_CLIENT_CACHE_MB", "256")) * 2**20
+_client_cache: collections.OrderedDict = collections.OrderedDict()
+
+
+def _nbytes(data: ClientData | GraphData) -> int:
+    return sum(t.element_size() * t.nelement() for t in vars(data).values() if isinstance(t, torch.Tensor))
+
+
 def client_data(scenario: Scenario, partition_id: int) -> ClientData | GraphData:
-    """The data of client ``partition_id``, on the client's device. Labels of the
-    client's unlabelled rows are not loaded into it at all."""
+    """The data of client ``partition_id``, on the client's device (cached: see
+    ``CLIENT_CACHE_BYTES``). Labels of the client's unlabelled rows are not loaded into
+    it at all."""
+    key = (scenario, partition_id)
+    if key in _client_cache:
+        _client_cache.move_to_end(key)
+        return _client_cache[key][0]
+    made = _client_data(scenario, partition_id)
+    _client_cache[key] = (made, _nbytes(made))
+    _held[0] += _client_cache[key][1]
+    while _held[0] > CLIENT_CACHE_BYTES and len(_client_cache) > 1:
+        _, (_, size) = _client_cache.popitem(last=False)
+        _held[0] -= size
+    return made
+
+
+_held = [0]  # bytes in _client_cache
+
+
+def _clear_client_cache() -> None:
+    _client_cache.clear()
+    _held[0] = 0
+
+
+client_data.cache_clear = _clear_client_cache  # type: ignore[attr-defined] - as functools' caches
+
+
+def _client_data(scenario: Scenario, partition_id: int) -> ClientData | GraphData:
     data = load_dataset(scenario.dataset)
     split = scenario_partition(scenario).clients[partition_id]
     device = client_device(scenario)
@@ -111,7 +156,8 @@ def test_data(scenario: Scenario) -> ClientData | GraphData:
     data = load_dataset(scenario.dataset)
     if isinstance(data, GraphDataset):
         return _graph_data(data.graph, torch.device("cpu"))
-    x, y = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    # A copy only where the arrays are read-only (adopted from Ray's object store).
+    x, y = (torch.from_numpy(np.require(a, requirements="W")) for a in (data.x_test, data.y_test))
     empty = x[:0]
     return ClientData(empty, y[:0], empty, x, y)
 

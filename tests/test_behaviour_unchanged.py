@@ -70,10 +70,10 @@ NOT_COMPARED = {"round_seconds", "ggeur_setup_seconds", "bytes_sent", "bytes_rec
 # Metrics added since the recording (and nothing else new): the clients' accuracy per domain,
 # and on the validation split that the FRAug scenarios now hold out (training rows unchanged);
 # FED-PUB's mean cross-client similarity; FedLoGe's feature norm, SSE-C confidence and psi's row norms;
-# the replies rejected (train) and the evaluate replies counted apart.
+# the replies rejected (train) and the evaluate replies counted apart; the clients that trained on a GPU.
 ADDED = re.compile(r"personalized_accuracy_(mnist|usps|amazon|webcam|dslr|caltech)$|personalized_val_accuracy$"
                    r"|fedpub_similarity_other$|personalized_fedloge_(feature_norm|ssec_max_prob)$"
-                   r"|fedloge_psi_norm_(min|max|mean)$|clients_rejected$|clients_(ok|failed|rejected)_evaluate$|round_applied$")
+                   r"|fedloge_psi_norm_(min|max|mean)$|clients_rejected$|clients_(ok|failed|rejected)_evaluate$|round_applied$|clients_on_gpu$")
 
 PAPER_L1 = ["strategy.fedpub.mask_l1_form='loss'", "strategy.fedpub.mask_l1=1e-3"]
 # Case -> the same run in today's scenario syntax (the recording used the old one,

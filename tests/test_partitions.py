@@ -377,3 +377,30 @@ def test_longtail_with_more_clients_than_the_rarest_class_allows_is_rejected():
     # IF 100 leaves 60 samples in the rarest class; 2000 clients cannot all get a sample.
     with pytest.raises(PartitionError, match="partition.num_clients"):
         partition("fashion_mnist", kind="longtail_dirichlet", num_clients=20000, imbalance_factor=100, alpha=0.5)
+
+
+def test_a_partition_is_kept_on_disk_and_read_back_equal_without_remaking_it(tmp_path, monkeypatch):
+    from flowerbed.sims import partitions
+
+    monkeypatch.setenv("FLOWERBED_CACHE", str(tmp_path))
+    scenario = parse_scenario({"rounds": 1, "dataset": {"name": "digits"}, "strategy": {"name": "fedavg"},
+                               "partition": {"kind": "dirichlet", "num_clients": 7, "alpha": 0.3},
+                               "model": {"name": "mlp"}})
+    partitions._cached_partition.cache_clear()
+    made = partitions.scenario_partition(scenario)
+    assert len(list((tmp_path / "partitions").glob("*.pkl"))) == 1
+    partitions._cached_partition.cache_clear()
+
+    def no_remaking(*args):
+        raise AssertionError("made again")
+
+    monkeypatch.setattr(partitions, "make_partition", no_remaking)
+    read = partitions.scenario_partition(scenario)
+    assert len(read.clients) == len(made.clients)
+    for a, b in zip(made.clients, read.clients):
+        assert np.array_equal(a.train, b.train) and np.array_equal(a.test, b.test)
+    # Another seed is another file, made anew.
+    partitions._cached_partition.cache_clear()
+    with pytest.raises(AssertionError, match="made again"):
+        partitions.scenario_partition(scenario.model_copy(update={"seed": 1}))
+    partitions._cached_partition.cache_clear()

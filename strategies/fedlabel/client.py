@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowerbed.client.mods import Job, Mod, Step
-from flowerbed.client.trainer import Proximal, batches
+from flowerbed.client.trainer import LossMean, Proximal, batches
 from flowerbed.strategies.fedlabel.maths import select
 from flowerbed.strategies.fedlabel.params import FedLabelParams
 from flowerbed.strategies.fixmatch.client import FixMatchClient, pseudo_label_counts, two_phase_round
@@ -53,7 +53,7 @@ def single_loop_round(job: Job, params: FedLabelParams, global_teacher: nn.Modul
     extra, anchor = job.extra_loss(), Proximal(model, s.proximal_mu)
     labelled = itertools.chain.from_iterable(
         batches(job.data.x_train, job.data.y_train, s, job.generator) for _ in itertools.count())
-    teacher, tally, losses = two_teachers(model, global_teacher, params), Tally(), []
+    teacher, tally, losses = two_teachers(model, global_teacher, params), Tally(), LossMean()
     x_u = job.data.x_unlabeled
     for rows in unlabelled_batches(len(x_u), params.unlabeled_batch_size, params.unlabeled_steps, job.generator):
         xb, yb = next(labelled)
@@ -67,8 +67,8 @@ def single_loop_round(job: Job, params: FedLabelParams, global_teacher: nn.Modul
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
-    job.loss = sum(losses) / max(len(losses), 1)
+        losses.add(loss.detach())
+    job.loss = losses.mean()
     return tally
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowerbed.client.trainer import TrainSettings, round_batches
+from flowerbed.client.trainer import LossMean, TrainSettings, round_batches
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,7 +84,7 @@ def train_three_heads(body: nn.Module, psi: nn.Linear, phi: nn.Linear, sse_c: nn
     body.train()
     optimizers = [torch.optim.SGD(p.parameters(), lr=settings.lr, momentum=settings.momentum)
                   for p in (body, psi, phi)]
-    losses = []
+    losses = LossMean()
     for xb, yb in round_batches(x, y, settings, generator):
         z = body(xb)
         for optimizer, loss in zip(optimizers, (F.cross_entropy(sse_c(z), yb),
@@ -94,8 +94,8 @@ def train_three_heads(body: nn.Module, psi: nn.Linear, phi: nn.Linear, sse_c: nn
             loss.backward()
             optimizer.step()
             if optimizer is optimizers[0]:
-                losses.append(float(loss.detach()))
-    return sum(losses) / max(len(losses), 1)
+                losses.add(loss.detach())
+    return losses.mean()
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flowerbed.client.mods import Job, Mod, Step, proximal
-from flowerbed.client.trainer import Proximal, round_steps, train_local
+from flowerbed.client.trainer import LossMean, Proximal, round_steps, train_local
 from flowerbed.sims import task
 from flowerbed.strategies.contract import ClientHalf
 from flowerbed.strategies.fixmatch.maths import (Tally, Teacher, self_teacher, unlabelled_batches, unlabelled_loss,
@@ -26,7 +26,7 @@ def two_phase_round(job: Job, params: FixMatchParams, teacher_for: Callable[[Job
     anchor = Proximal(model, s.proximal_mu)  # at the received weights, for the second phase
     labelled = train_local(model, job.data.x_train, job.data.y_train, s, job.generator, optimizer, extra)
     labelled_steps = round_steps(len(job.data.y_train), s)
-    teacher, tally, losses = teacher_for(job), Tally(), []
+    teacher, tally, losses = teacher_for(job), Tally(), LossMean()
     x_u = job.data.x_unlabeled
     for rows in unlabelled_batches(len(x_u), params.unlabeled_batch_size, params.unlabeled_steps, job.generator):
         weak_view, strong_view = views(x_u[rows.to(x_u.device)], s, job.generator)
@@ -40,8 +40,8 @@ def two_phase_round(job: Job, params: FixMatchParams, teacher_for: Callable[[Job
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
-    job.loss = (labelled * labelled_steps + sum(losses)) / max(labelled_steps + len(losses), 1)
+        losses.add(loss.detach())
+    job.loss = (labelled * labelled_steps + float(losses.total)) / max(labelled_steps + losses.count, 1)
     return tally
 
 
