@@ -96,10 +96,9 @@ def preflight(scenario: Scenario, progress=sys.stdout) -> None:
     from flowerbed.sims.datasets import DatasetMissing, load_dataset
     from flowerbed.sims.partitions import PartitionError, scenario_partition
 
-    from flowerbed.server.resources import check_machine, on_a_cluster
+    from flowerbed.server.resources import check_before_ray
 
-    if not on_a_cluster(scenario):  # a cluster's nodes are checked once attached, before any actor
-        check_machine(scenario)
+    check_before_ray(scenario)
     check_tracking_uri(scenario.mlflow.tracking_uri)
     phases = Phases(progress)
     try:

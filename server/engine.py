@@ -33,8 +33,8 @@ import time
 import traceback
 import uuid
 from collections import deque
-from concurrent import futures
 from collections.abc import Callable, Iterable
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -2,8 +2,9 @@
 
 A client asking for more CPUs or GPUs than any node has would wait for them forever
 (Ray queues the actor; Flower's engine hangs with its MLflow run RUNNING). Checked
-twice: against this machine before Ray starts (:func:`check_machine`), and against the
-cluster's nodes once attached, before any actor starts (:func:`pool_size`).
+twice: against this machine before Ray starts (:func:`check_before_ray`, which also
+refuses a cluster address nothing answers on), and against the cluster's nodes once
+attached, before any actor starts (:func:`pool_size`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,40 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def on_a_cluster(scenario: Scenario) -> bool:
-    """Whether the run attaches to a Ray cluster (whose nodes, not this machine, host the
-    clients): ``simulation.ray_address`` or ``$RAY_ADDRESS``."""
-    return bool((scenario.simulation and scenario.simulation.ray_address) or os.environ.get("RAY_ADDRESS"))
+def cluster_address(scenario: Scenario) -> str | None:
+    """The Ray cluster the run attaches to (whose nodes, not this machine, host the
+    clients): ``simulation.ray_address``, else ``$RAY_ADDRESS``; None: a local Ray."""
+    return (scenario.simulation and scenario.simulation.ray_address) or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_before_ray(scenario: Scenario) -> None:
+    """What can be refused before Ray starts: a local run's resources against this
+    machine (:func:`check_machine`); a cluster's address that nothing answers on (Ray
+    would retry it for minutes). A cluster's nodes are checked once attached
+    (:func:`pool_size`)."""
+    address = cluster_address(scenario)
+    if address is None:
+        check_machine(scenario)
+    else:
+        check_reachable(address)
+
+
+def check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address must accept a connection;
+    "auto" and "local" are Ray's to resolve."""
+    import socket
+
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        if address in ("auto", "local"):
+            return
+        raise ConfigError(f"simulation.ray_address: {address!r}: expected HOST:PORT (what `ray start --head` "
+                          "prints), ray://HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as err:
+        raise ConfigError(f"simulation.ray_address: nothing answers at {host}:{port} ({err.strerror or err}); "
+                          "start the cluster's head with `ray start --head`") from None
 
 
 def check_machine(scenario: Scenario) -> None:

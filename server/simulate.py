@@ -23,11 +23,8 @@ import time
 from typing import TextIO
 
 from flowerbed.server.checkpoint import Checkpointing, new_checkpointing
-from flowerbed.server.resources import check_machine, client_resources, on_a_cluster, pool_size
+from flowerbed.server.resources import check_before_ray, client_resources, pool_size
 from flowerbed.sims.config import Scenario
-
-LOG = logging.getLogger("flowerbed")
-
 
 def backend_config(scenario: Scenario, verbose: bool = False) -> dict:
     """Flower's Ray backend settings: per-client resources, Ray kept quiet unless verbose."""
@@ -67,8 +64,7 @@ def simulate(scenario: Scenario, verbose: bool = False, progress: TextIO | None 
     returns the run's MLflow id and metrics."""
     settings = scenario.simulation
     address = settings.ray_address if settings else None
-    if not on_a_cluster(scenario):
-        check_machine(scenario)  # before Ray starts; a cluster's nodes are checked once attached
+    check_before_ray(scenario)  # a cluster's nodes are checked once attached
     from flowerbed.client.app import build_client_app
     from flowerbed.server.app import build_server_app
 
@@ -101,7 +97,9 @@ def run_flower_engine(scenario: Scenario, server_app, client_app, verbose: bool,
 
     config = backend_config(scenario, verbose)
     config["init_args"]["address"] = address or os.environ.get("RAY_ADDRESS") or "local"  # see start_ray
-    started = not _ray_running()
+    import ray
+
+    started = not ray.is_initialized()
     try:
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.partition.num_clients,
                        backend_config=config, verbose_logging=verbose)
@@ -160,12 +158,6 @@ def _report_ready(pool, phases: Phases, since: float, size: int) -> None:
     except Exception:  # noqa: BLE001 - a failed actor shows as failed clients
         return
     phases.done(f"{size} client actor(s) ready", since=since)
-
-
-def _ray_running() -> bool:
-    import ray
-
-    return ray.is_initialized()
 
 
 def start_ray(address: str | None, verbose: bool) -> str:

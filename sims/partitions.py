@@ -501,9 +501,14 @@ def _digest(data, dataset, partition, seed: int) -> str:
 ADOPTED: dict[tuple, Partition] = {}
 
 
+def partition_key(scenario) -> tuple:
+    """What a scenario's partition depends on: its dataset and partition tables, its seed."""
+    return scenario.dataset, scenario.partition, scenario.seed
+
+
 def scenario_partition(scenario) -> Partition:
     """The scenario's partition, computed once per process and cached (or adopted)."""
-    key = (scenario.dataset, scenario.partition, scenario.seed)
+    key = partition_key(scenario)
     if key in ADOPTED:
         return ADOPTED[key]
     return _cached_partition(*key)

@@ -74,7 +74,7 @@ def adopt(scenario: Scenario, data: ArrayDataset | GraphDataset, partition: Part
     """Use ``data`` and ``partition`` (made by another process: a simulation's driver)
     as this process's dataset and partition of ``scenario``, instead of making them."""
     datasets.ADOPTED[scenario.dataset] = data
-    partitions.ADOPTED[(scenario.dataset, scenario.partition, scenario.seed)] = partition
+    partitions.ADOPTED[partitions.partition_key(scenario)] = partition
 
 
 def client_device(scenario: Scenario) -> torch.device:

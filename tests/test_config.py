@@ -173,6 +173,18 @@ def test_resources_the_machine_lacks_are_refused_before_workers(tmp_path, capsys
     assert not (tmp_path / "m.db").exists()
 
 
+@pytest.mark.parametrize("address,expected", [
+    ("127.0.0.1:1", "simulation.ray_address: nothing answers at 127.0.0.1:1"),
+    ("no-port-here", "simulation.ray_address: 'no-port-here': expected HOST:PORT")])
+def test_a_ray_cluster_address_nothing_answers_on_is_refused_before_workers(tmp_path, capsys, address, expected):
+    code = main(["run", str(_write(tmp_path, BASE)), "--ray-address", address,
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.db").exists()
+
+
 def test_flag_values_reach_the_config_unchanged(tmp_path):
     from flowerbed.server.cli import build_parser, resolve
 
